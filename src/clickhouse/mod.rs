@@ -1,0 +1,169 @@
+//! ClickHouse: the schema, the row types, and the sink that writes them.
+//!
+//! Everything goes through the official `clickhouse` crate over HTTP with
+//! LZ4 compression. Inserts are synchronous (`async_insert=0`, because
+//! ClickHouse 26.2 turned asynchronous inserts on by default and an
+//! asynchronous insert is confirmed before it is stored).
+
+pub mod rows;
+pub mod schema;
+pub mod sink;
+
+use std::time::Duration;
+
+use crate::config::ClickhouseConfig;
+
+pub use sink::{Sink, SinkHandle};
+
+/// A ClickHouse failure, classified for retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: network errors, timeouts, overload, read-only replicas.
+    #[error("ClickHouse is unavailable ({code}): {message}")]
+    Retryable { code: String, message: String },
+    /// Retrying the same request cannot succeed: bad data, schema mismatch.
+    #[error("ClickHouse rejected the request ({code}): {message}")]
+    Permanent { code: String, message: String },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Retryable { .. })
+    }
+
+    /// A bounded code for metrics and logs: the ClickHouse exception code,
+    /// or the kind of client error.
+    pub fn code(&self) -> &str {
+        match self {
+            StoreError::Retryable { code, .. } | StoreError::Permanent { code, .. } => code,
+            StoreError::Config(_) => "config",
+        }
+    }
+}
+
+/// ClickHouse exception codes that describe a passing condition. The codes
+/// are from ClickHouse's `ErrorCodes.cpp`: 3 UNEXPECTED_END_OF_FILE,
+/// 159 TIMEOUT_EXCEEDED, 164 READONLY, 202 TOO_MANY_SIMULTANEOUS_QUERIES,
+/// 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR, 241 MEMORY_LIMIT_EXCEEDED,
+/// 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS, 285 TOO_FEW_LIVE_REPLICAS,
+/// 319 UNKNOWN_STATUS_OF_INSERT, 425 SYSTEM_ERROR, 999 KEEPER_EXCEPTION,
+/// 1000 POCO_EXCEPTION.
+pub const RETRYABLE_CODES: [u32; 14] = [3, 159, 164, 202, 209, 210, 241, 242, 252, 285, 319, 425, 999, 1000];
+
+/// Classifies an error of the `clickhouse` crate.
+pub fn classify(error: clickhouse::error::Error) -> StoreError {
+    use clickhouse::error::Error;
+    let message = error.to_string();
+    match &error {
+        Error::Network(_) | Error::TimedOut => StoreError::Retryable { code: "network".to_owned(), message },
+        Error::BadResponse(text) => match exception_code(text) {
+            Some(code) if RETRYABLE_CODES.contains(&code) => {
+                StoreError::Retryable { code: code.to_string(), message }
+            }
+            Some(code) => StoreError::Permanent { code: code.to_string(), message },
+            // A response without an exception code comes from a proxy or a
+            // server that is starting or stopping.
+            None => StoreError::Retryable { code: "http".to_owned(), message },
+        },
+        _ => StoreError::Permanent { code: "client".to_owned(), message },
+    }
+}
+
+/// The number in `Code: 241. DB::Exception: ...`.
+pub fn exception_code(text: &str) -> Option<u32> {
+    let start = text.find("Code: ")? + "Code: ".len();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A client for `config`, with the database selected.
+pub fn client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreError> {
+    let password = config.resolved_password()?;
+    let mut client = clickhouse::Client::default()
+        .with_url(&config.url)
+        .with_user(&config.user)
+        .with_database(&config.database)
+        .with_compression(clickhouse::Compression::Lz4)
+        .with_setting("async_insert", "0")
+        .with_setting("max_execution_time", config.timeout.as_secs().max(1).to_string());
+    if !password.is_empty() {
+        client = client.with_password(password);
+    }
+    Ok(client)
+}
+
+/// A client without a database selected, for creating it.
+fn server_client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreError> {
+    Ok(client(config)?.with_database("default"))
+}
+
+/// Creates the database and applies every missing migration. Returns the
+/// versions applied now.
+pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> {
+    let database = &config.database;
+    let server = server_client(config)?;
+    for statement in schema::bootstrap(database) {
+        server.query(&statement).execute().await.map_err(classify)?;
+    }
+    let applied: Vec<u32> = server
+        .query(&format!("SELECT Version FROM {database}.agent_schema_migrations"))
+        .fetch_all()
+        .await
+        .map_err(classify)?;
+    let mut now_applied = Vec::new();
+    for migration in schema::migrations(database) {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        for statement in &migration.statements {
+            server.query(statement).execute().await.map_err(classify)?;
+        }
+        server
+            .query(&format!(
+                "INSERT INTO {database}.agent_schema_migrations (Version, Description, AppliedAt) VALUES (?, ?, now64(9))"
+            ))
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute()
+            .await
+            .map_err(classify)?;
+        tracing::info!(version = migration.version, description = migration.description, "applied schema migration");
+        now_applied.push(migration.version);
+    }
+    Ok(now_applied)
+}
+
+/// Whether the server answers and the schema is at the latest version.
+pub async fn is_ready(client: &clickhouse::Client, database: &str) -> bool {
+    let latest = schema::migrations(database).iter().map(|migration| migration.version).max().unwrap_or(0);
+    let query = format!("SELECT max(Version) FROM {database}.agent_schema_migrations");
+    let result = tokio::time::timeout(Duration::from_secs(5), client.query(&query).fetch_one::<u32>()).await;
+    matches!(result, Ok(Ok(version)) if version >= latest)
+}
+
+/// Reads quarantined spans back (their `RawSpan`), for re-admission.
+pub async fn recall_quarantined(
+    client: &clickhouse::Client,
+    trace_id: &str,
+    span_ids: &[String],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let rows: Vec<String> = client
+        .query(
+            "SELECT any(RawSpan) FROM agent_rejected_spans \
+             WHERE TraceId = ? AND SpanId IN ? AND Reason IN ('root_span_missing', 'evicted') \
+             GROUP BY SpanId",
+        )
+        .bind(trace_id)
+        .bind(span_ids)
+        .fetch_all()
+        .await
+        .map_err(classify)?;
+    use base64::Engine;
+    Ok(rows
+        .iter()
+        .filter_map(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
+        .collect())
+}

@@ -1,0 +1,339 @@
+//! Row types of the ClickHouse tables and their construction from sealed
+//! workflows and quarantined spans.
+
+use base64::Engine;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+use crate::assembler::{Sealed, Storage};
+use crate::link::StepLinks;
+use crate::preset::StepKind;
+use crate::quarantine::RejectedSpan;
+use crate::span::{Link, span_kind_name, status_code_name};
+use crate::validate::Credential;
+use crate::workflow::Step;
+
+type Pairs = Vec<(String, String)>;
+
+/// A row of `agent_spans`.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpanRow {
+    pub timestamp: i64,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub trace_state: String,
+    pub span_name: String,
+    pub span_kind: String,
+    pub service_name: String,
+    pub resource_attributes: Pairs,
+    pub scope_name: String,
+    pub scope_version: String,
+    pub span_attributes: Pairs,
+    pub duration: u64,
+    pub status_code: String,
+    pub status_message: String,
+    #[serde(rename = "Events.Timestamp")]
+    pub events_timestamp: Vec<i64>,
+    #[serde(rename = "Events.Name")]
+    pub events_name: Vec<String>,
+    #[serde(rename = "Events.Attributes")]
+    pub events_attributes: Vec<Pairs>,
+    #[serde(rename = "Links.TraceId")]
+    pub links_trace_id: Vec<String>,
+    #[serde(rename = "Links.SpanId")]
+    pub links_span_id: Vec<String>,
+    #[serde(rename = "Links.TraceState")]
+    pub links_trace_state: Vec<String>,
+    #[serde(rename = "Links.Attributes")]
+    pub links_attributes: Vec<Pairs>,
+    pub workflow_root_span_id: String,
+    pub step_index: u32,
+    pub step_kind: String,
+    pub agent_name: String,
+    pub agent_id: String,
+    pub agent_version: String,
+    pub model_name: String,
+    pub model_version: String,
+    pub provider: String,
+    pub origin_type: String,
+    pub origin_source: String,
+    pub task_spec: String,
+    pub authorized_by: String,
+    pub credential_id: String,
+    pub credential_issuer: String,
+    pub credential_scopes: Vec<String>,
+    pub credential_issued_at: Option<i64>,
+    pub credential_expires_at: Option<i64>,
+    pub workflow_credential_id: String,
+    pub tool_name: String,
+    pub tool_call_id: String,
+    pub violations: Vec<String>,
+    pub redacted_count: u32,
+    pub sender: String,
+    pub received_at: i64,
+    pub late: u8,
+    pub segment: u32,
+    pub prev_hash: String,
+    pub row_hash: String,
+}
+
+/// A row of `agent_workflows`: one verdict revision.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WorkflowRow {
+    pub workflow_id: String,
+    pub root_span_id: String,
+    pub revision: u32,
+    pub segment: u32,
+    pub status: String,
+    pub reasons: Vec<String>,
+    pub timestamp: i64,
+    pub duration: u64,
+    pub origin_type: String,
+    pub origin_source: String,
+    pub task_spec: String,
+    pub authorized_by: String,
+    pub origin_received_at: i64,
+    pub agent_name: String,
+    pub agent_id: String,
+    pub agent_version: String,
+    pub agent_names: Vec<String>,
+    pub model_names: Vec<String>,
+    pub model_versions: Vec<String>,
+    pub provider: String,
+    pub credential_id: String,
+    pub credential_issuer: String,
+    pub credential_scopes: Vec<String>,
+    pub credential_issued_at: Option<i64>,
+    pub credential_expires_at: Option<i64>,
+    pub step_count: u32,
+    pub tools_used: Vec<String>,
+    pub violation_count: u32,
+    pub row_count: u32,
+    pub header_hash: String,
+    pub chain_head: String,
+    pub sender: String,
+    pub received_at: i64,
+    pub written_at: i64,
+}
+
+/// A row of `agent_rejected_spans`.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RejectedRow {
+    pub timestamp: i64,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub trace_state: String,
+    pub span_name: String,
+    pub span_kind: String,
+    pub service_name: String,
+    pub resource_attributes: Pairs,
+    pub scope_name: String,
+    pub scope_version: String,
+    pub span_attributes: Pairs,
+    pub duration: u64,
+    pub status_code: String,
+    pub status_message: String,
+    pub reason: String,
+    pub detail: String,
+    pub sender: String,
+    pub received_at: i64,
+    /// Base64 of the protobuf `ResourceSpans` holding only this span.
+    pub raw_span: String,
+}
+
+impl RejectedRow {
+    /// The row of a quarantined span.
+    pub fn new(span: RejectedSpan) -> Self {
+        RejectedRow {
+            timestamp: span.timestamp_unix_nano,
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent_span_id,
+            trace_state: span.trace_state,
+            span_name: span.span_name,
+            span_kind: span.span_kind,
+            service_name: span.service_name,
+            resource_attributes: span.resource_attributes,
+            scope_name: span.scope_name,
+            scope_version: span.scope_version,
+            span_attributes: span.span_attributes,
+            duration: span.duration_nanos,
+            status_code: span.status_code,
+            status_message: span.status_message,
+            reason: span.reason.map(|reason| reason.code().to_owned()).unwrap_or_default(),
+            detail: span.detail,
+            sender: span.sender,
+            received_at: span.received_at_unix_nano,
+            raw_span: base64::engine::general_purpose::STANDARD.encode(&span.raw_span),
+        }
+    }
+
+    /// The span as received, decoded from `RawSpan`.
+    pub fn raw_bytes(&self) -> Option<Vec<u8>> {
+        base64::engine::general_purpose::STANDARD.decode(&self.raw_span).ok()
+    }
+}
+
+/// The rows one sealed workflow produces.
+#[derive(Default)]
+pub struct WorkflowRows {
+    pub spans: Vec<SpanRow>,
+    pub rejected: Vec<RejectedRow>,
+    pub workflow: Option<WorkflowRow>,
+}
+
+/// Builds the rows of a sealed workflow: span rows (or quarantine rows) and
+/// the verdict row.
+pub fn workflow_rows(sealed: &Sealed, written_at: i64) -> WorkflowRows {
+    let mut rows = WorkflowRows::default();
+    match &sealed.storage {
+        Storage::Spans => {
+            for (step, links) in sealed.workflow.steps.iter().zip(&sealed.links) {
+                rows.spans.push(span_row(sealed, step, links));
+            }
+        }
+        Storage::Quarantine(reason, detail) => {
+            for step in &sealed.workflow.steps {
+                let rejected = RejectedSpan::from_span(&step.span, *reason, detail.clone());
+                rows.rejected.push(RejectedRow::new(rejected));
+            }
+        }
+    }
+    rows.workflow = Some(workflow_row(sealed, written_at));
+    rows
+}
+
+fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks) -> SpanRow {
+    let span = &step.span;
+    let verdict = &sealed.verdict;
+    let summary = &verdict.summary;
+    let workflow = &sealed.workflow;
+    let credential = Credential::of(span)
+        .filter(|_| step.kind != StepKind::Root)
+        .unwrap_or_else(|| summary.credential.clone());
+    let mut all_links: Vec<&Link> = span.links.iter().collect();
+    let caused_by: Vec<Link> = links.causes.iter().map(|cause| cause_link(workflow, cause)).collect();
+    all_links.extend(caused_by.iter());
+    let agent_name = step
+        .agent_span
+        .and_then(|agent| workflow.steps.iter().find(|other| other.span.span_id == agent))
+        .and_then(|agent| agent.facts.agent_name.clone())
+        .or_else(|| step.facts.agent_name.clone())
+        .unwrap_or_else(|| summary.agent_name.clone());
+    SpanRow {
+        timestamp: span.start_unix_nano as i64,
+        trace_id: span.trace_id.to_hex(),
+        span_id: span.span_id.to_hex(),
+        parent_span_id: span.parent_span_id.map(|id| id.to_hex()).unwrap_or_default(),
+        trace_state: span.trace_state.clone(),
+        span_name: span.name.clone(),
+        span_kind: span_kind_name(span.kind).to_owned(),
+        service_name: span.resource.service_name.clone(),
+        resource_attributes: span.resource.attributes.to_text_pairs(),
+        scope_name: span.scope.name.clone(),
+        scope_version: span.scope.version.clone(),
+        span_attributes: span.attributes.to_text_pairs(),
+        duration: span.duration_nanos(),
+        status_code: status_code_name(span.status_code).to_owned(),
+        status_message: span.status_message.clone(),
+        events_timestamp: span.events.iter().map(|event| event.time_unix_nano as i64).collect(),
+        events_name: span.events.iter().map(|event| event.name.clone()).collect(),
+        events_attributes: span.events.iter().map(|event| event.attributes.to_text_pairs()).collect(),
+        links_trace_id: all_links.iter().map(|link| link.trace_id.clone()).collect(),
+        links_span_id: all_links.iter().map(|link| link.span_id.clone()).collect(),
+        links_trace_state: all_links.iter().map(|link| link.trace_state.clone()).collect(),
+        links_attributes: all_links.iter().map(|link| link.attributes.to_text_pairs()).collect(),
+        workflow_root_span_id: workflow.root_span_id.to_hex(),
+        step_index: links.step_index,
+        step_kind: step.kind.name().to_owned(),
+        agent_name,
+        agent_id: step.facts.agent_id.clone().unwrap_or_else(|| summary.agent_id.clone()),
+        agent_version: step.facts.agent_version.clone().unwrap_or_else(|| summary.agent_version.clone()),
+        model_name: step.facts.request_model.clone().unwrap_or_default(),
+        model_version: step.facts.response_model.clone().unwrap_or_default(),
+        provider: step.facts.provider.clone().unwrap_or_default(),
+        origin_type: summary.origin_type.clone(),
+        origin_source: summary.origin_source.clone(),
+        task_spec: summary.task_spec.clone(),
+        authorized_by: summary.authorized_by.clone(),
+        credential_id: credential.id,
+        credential_issuer: credential.issuer,
+        credential_scopes: credential.scopes,
+        credential_issued_at: credential.issued_at_unix_nano,
+        credential_expires_at: credential.expires_at_unix_nano,
+        workflow_credential_id: summary.credential.id.clone(),
+        tool_name: step.facts.tool_name.clone().unwrap_or_default(),
+        tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
+        violations: Vec::new(),
+        redacted_count: 0,
+        sender: span.sender.to_string(),
+        received_at: span.received_at_unix_nano,
+        late: u8::from(workflow.is_late()),
+        segment: workflow.segment,
+        prev_hash: String::new(),
+        row_hash: String::new(),
+    }
+}
+
+fn cause_link(workflow: &crate::workflow::Workflow, cause: &crate::link::Cause) -> Link {
+    Link {
+        trace_id: workflow.trace_id.to_hex(),
+        span_id: cause.span_id.to_hex(),
+        trace_state: String::new(),
+        attributes: crate::span::Attributes(vec![
+            ("agent_ledger.link.type".to_owned(), crate::span::Value::Str("caused_by".to_owned())),
+            ("agent_ledger.link.basis".to_owned(), crate::span::Value::Str(cause.basis.name().to_owned())),
+        ]),
+    }
+}
+
+fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
+    let workflow = &sealed.workflow;
+    let verdict = &sealed.verdict;
+    let summary = &verdict.summary;
+    let root = workflow.root().map(|step| &step.span);
+    let first = workflow.steps.first().map(|step| &step.span);
+    let anchor = root.or(first);
+    let credential = &summary.credential;
+    WorkflowRow {
+        workflow_id: workflow.trace_id.to_hex(),
+        root_span_id: workflow.root_span_id.to_hex(),
+        revision: workflow.revision,
+        segment: workflow.segment,
+        status: verdict.status.name().to_owned(),
+        reasons: verdict.reasons.clone(),
+        timestamp: anchor.map(|span| span.start_unix_nano as i64).unwrap_or(written_at),
+        duration: root.map(|span| span.duration_nanos()).unwrap_or(0),
+        origin_type: summary.origin_type.clone(),
+        origin_source: summary.origin_source.clone(),
+        task_spec: summary.task_spec.clone(),
+        authorized_by: summary.authorized_by.clone(),
+        origin_received_at: summary.received_at_unix_nano,
+        agent_name: summary.agent_name.clone(),
+        agent_id: summary.agent_id.clone(),
+        agent_version: summary.agent_version.clone(),
+        agent_names: summary.agent_names.clone(),
+        model_names: summary.model_names.clone(),
+        model_versions: summary.model_versions.clone(),
+        provider: summary.provider.clone(),
+        credential_id: credential.id.clone(),
+        credential_issuer: credential.issuer.clone(),
+        credential_scopes: credential.scopes.clone(),
+        credential_issued_at: credential.issued_at_unix_nano,
+        credential_expires_at: credential.expires_at_unix_nano,
+        step_count: summary.step_count,
+        tools_used: summary.tools_used.clone(),
+        violation_count: 0,
+        row_count: workflow.steps.len() as u32,
+        header_hash: String::new(),
+        chain_head: String::new(),
+        sender: anchor.map(|span| span.sender.to_string()).unwrap_or_default(),
+        received_at: anchor.map(|span| span.received_at_unix_nano).unwrap_or(written_at),
+        written_at,
+    }
+}

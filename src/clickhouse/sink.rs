@@ -1,0 +1,341 @@
+//! The ClickHouse sink: batches rows per table and writes them with retries.
+//!
+//! Rows are written in a fixed order (spans, quarantined spans, verdicts), so
+//! that a verdict never names spans that are not stored yet. Each batch
+//! carries a deterministic `insert_deduplication_token` derived from the
+//! rows' identities, so a batch retried after an ambiguous failure (the
+//! server committed, the client saw an error) is stored once. Retryable
+//! failures are retried with exponential backoff and jitter and never given
+//! up; a batch that fails permanently is split to isolate the offending rows,
+//! and an `agent_spans` row that ClickHouse will not take is quarantined with
+//! the ClickHouse error as its detail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickhouse::{Row, RowOwned, RowWrite};
+use rand::Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use super::{StoreError, classify};
+use crate::assembler::Sealed;
+use crate::config::ClickhouseConfig;
+use crate::metrics::{Metrics, StatusLabel, TableLabel};
+use crate::quarantine::{Reason, RejectedSpan};
+
+/// Messages for the sink.
+#[derive(Debug)]
+pub enum SinkInput {
+    Sealed(Box<Sealed>),
+    Rejected(Vec<RejectedSpan>),
+}
+
+/// Capacity of the sink's input queue, in messages. When the queue is full
+/// the assembler waits, and the receiver's requests with it.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// Sends work to the sink.
+#[derive(Clone)]
+pub struct SinkHandle {
+    sender: mpsc::Sender<SinkInput>,
+}
+
+impl SinkHandle {
+    /// Queues one message; fails only when the sink has stopped.
+    pub async fn send(&self, input: SinkInput) -> Result<(), SinkStopped> {
+        self.sender.send(input).await.map_err(|_| SinkStopped)
+    }
+}
+
+/// The sink task has stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the ClickHouse sink has stopped")]
+pub struct SinkStopped;
+
+/// A table row the sink can write.
+pub trait SinkRow: Row + RowOwned + RowWrite + Serialize + Clone + Send + Sync + 'static
+where
+    Self: for<'a> Row<Value<'a> = Self>,
+{
+    /// The row's identity, hashed into the batch's deduplication token.
+    fn identity(&self, hasher: &mut Sha256);
+
+    /// The quarantine row to write instead when ClickHouse rejects this row.
+    fn quarantine(&self, _error: &StoreError) -> Option<RejectedRow> {
+        None
+    }
+}
+
+impl SinkRow for SpanRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.trace_id.as_bytes());
+        hasher.update(self.span_id.as_bytes());
+        hasher.update(self.segment.to_le_bytes());
+    }
+
+    fn quarantine(&self, error: &StoreError) -> Option<RejectedRow> {
+        Some(RejectedRow {
+            timestamp: self.timestamp,
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            parent_span_id: self.parent_span_id.clone(),
+            trace_state: self.trace_state.clone(),
+            span_name: self.span_name.clone(),
+            span_kind: self.span_kind.clone(),
+            service_name: self.service_name.clone(),
+            resource_attributes: self.resource_attributes.clone(),
+            scope_name: self.scope_name.clone(),
+            scope_version: self.scope_version.clone(),
+            span_attributes: self.span_attributes.clone(),
+            duration: self.duration,
+            status_code: self.status_code.clone(),
+            status_message: self.status_message.clone(),
+            reason: Reason::ClickhouseRejected.code().to_owned(),
+            detail: error.to_string(),
+            sender: self.sender.clone(),
+            received_at: self.received_at,
+            raw_span: String::new(),
+        })
+    }
+}
+
+impl SinkRow for RejectedRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.trace_id.as_bytes());
+        hasher.update(self.span_id.as_bytes());
+        hasher.update(self.reason.as_bytes());
+        hasher.update(self.received_at.to_le_bytes());
+    }
+}
+
+impl SinkRow for WorkflowRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.workflow_id.as_bytes());
+        hasher.update(self.root_span_id.as_bytes());
+        hasher.update(self.revision.to_le_bytes());
+    }
+}
+
+/// The deduplication token of a batch: SHA-256 over the table name and the
+/// rows' identities, in order.
+pub fn deduplication_token<T: SinkRow>(table: &str, rows: &[T]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(table.as_bytes());
+    for row in rows {
+        row.identity(&mut hasher);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Rows waiting to be written.
+#[derive(Default)]
+struct Batches {
+    spans: Vec<SpanRow>,
+    rejected: Vec<RejectedRow>,
+    workflows: Vec<WorkflowRow>,
+    oldest: Option<Instant>,
+}
+
+impl Batches {
+    fn len(&self) -> usize {
+        self.spans.len() + self.rejected.len() + self.workflows.len()
+    }
+}
+
+/// The sink task.
+pub struct Sink {
+    client: clickhouse::Client,
+    config: ClickhouseConfig,
+    metrics: Arc<Metrics>,
+    batches: Batches,
+}
+
+impl Sink {
+    /// A sink writing through `client`; returns the handle to feed it.
+    pub fn new(client: clickhouse::Client, config: ClickhouseConfig, metrics: Arc<Metrics>) -> (Sink, SinkHandle, mpsc::Receiver<SinkInput>) {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let sink = Sink { client, config, metrics, batches: Batches::default() };
+        (sink, SinkHandle { sender }, receiver)
+    }
+
+    /// Runs until every handle is dropped, then writes what is left.
+    pub async fn run(mut self, mut receiver: mpsc::Receiver<SinkInput>) {
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                input = receiver.recv() => match input {
+                    Some(input) => self.accept(input).await,
+                    None => break,
+                },
+                _ = ticker.tick() => self.flush_if_due().await,
+            }
+        }
+        self.flush().await;
+        tracing::info!("ClickHouse sink stopped");
+    }
+
+    async fn accept(&mut self, input: SinkInput) {
+        let now = Instant::now();
+        match input {
+            SinkInput::Sealed(sealed) => {
+                let rows = workflow_rows(&sealed, crate::now_unix_nano());
+                self.batches.spans.extend(rows.spans);
+                self.batches.rejected.extend(rows.rejected);
+                self.batches.workflows.extend(rows.workflow);
+            }
+            SinkInput::Rejected(spans) => {
+                self.batches.rejected.extend(spans.into_iter().map(RejectedRow::new));
+            }
+        }
+        self.batches.oldest.get_or_insert(now);
+        self.metrics.sink_queue_rows.set(self.batches.len() as i64);
+        if self.batches.len() >= self.config.batch_rows {
+            self.flush().await;
+        }
+    }
+
+    async fn flush_if_due(&mut self) {
+        let due = self
+            .batches
+            .oldest
+            .is_some_and(|oldest| oldest.elapsed() >= self.config.batch_interval);
+        if due {
+            self.flush().await;
+        }
+    }
+
+    /// Writes every batch, in the fixed table order.
+    async fn flush(&mut self) {
+        let batches = std::mem::take(&mut self.batches);
+        let mut quarantined = Vec::new();
+        if !batches.spans.is_empty() {
+            let stored = batches.spans.len();
+            let rejected = self.write("agent_spans", batches.spans, &mut quarantined).await;
+            self.metrics.spans_stored.inc_by((stored - rejected) as u64);
+        }
+        let mut rejected_rows = batches.rejected;
+        rejected_rows.extend(quarantined);
+        if !rejected_rows.is_empty() {
+            let counts = reason_counts(&rejected_rows);
+            self.write("agent_rejected_spans", rejected_rows, &mut Vec::new()).await;
+            for (reason, count) in counts {
+                self.metrics.rejected(reason).inc_by(count);
+            }
+        }
+        if !batches.workflows.is_empty() {
+            let statuses: Vec<String> = batches.workflows.iter().map(|row| row.status.clone()).collect();
+            self.write("agent_workflows", batches.workflows, &mut Vec::new()).await;
+            for status in statuses {
+                self.metrics.workflows.get_or_create(&StatusLabel { status }).inc();
+            }
+        }
+        self.metrics.sink_queue_rows.set(0);
+    }
+
+    /// Writes `rows` to `table`, retrying until ClickHouse confirms. Rows it
+    /// rejects permanently are isolated; their quarantine rows are added to
+    /// `quarantined`. Returns the number of rows rejected.
+    async fn write<T: SinkRow>(&self, table: &'static str, rows: Vec<T>, quarantined: &mut Vec<RejectedRow>) -> usize
+    where
+        T: for<'a> Row<Value<'a> = T>,
+    {
+        let mut pending = vec![rows];
+        let mut rejected = 0;
+        while let Some(batch) = pending.pop() {
+            match self.write_with_retries(table, &batch).await {
+                Ok(()) => {
+                    self.metrics
+                        .rows_written
+                        .get_or_create(&TableLabel { table: table.to_owned() })
+                        .inc_by(batch.len() as u64);
+                }
+                Err(error) if batch.len() > 1 => {
+                    tracing::warn!(table, rows = batch.len(), code = error.code(), %error, "ClickHouse rejected a batch; splitting it to isolate the rows it rejects");
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err(error) => {
+                    rejected += 1;
+                    match batch[0].quarantine(&error) {
+                        Some(row) => {
+                            tracing::error!(table, code = error.code(), %error, trace_id = %row.trace_id, span_id = %row.span_id, "ClickHouse rejected a row; it is quarantined");
+                            quarantined.push(row);
+                        }
+                        None => {
+                            tracing::error!(table, code = error.code(), %error, "ClickHouse rejected a row and it cannot be quarantined; it is lost");
+                        }
+                    }
+                }
+            }
+        }
+        rejected
+    }
+
+    async fn write_with_retries<T: SinkRow>(&self, table: &'static str, rows: &[T]) -> Result<(), StoreError>
+    where
+        T: for<'a> Row<Value<'a> = T>,
+    {
+        let token = deduplication_token(table, rows);
+        let mut delay = self.config.retry_initial;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.insert_once(table, rows, &token).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let label = TableLabel { table: table.to_owned() };
+                    self.metrics.insert_failures.get_or_create(&label).inc();
+                    if !error.is_retryable() {
+                        return Err(error);
+                    }
+                    self.metrics.insert_retries.get_or_create(&label).inc();
+                    tracing::warn!(table, rows = rows.len(), attempt, code = error.code(), %error, retry_in = ?delay, "ClickHouse insert failed; retrying");
+                    tokio::time::sleep(with_jitter(delay)).await;
+                    delay = (delay * 2).min(self.config.retry_max);
+                }
+            }
+        }
+    }
+
+    async fn insert_once<T: SinkRow>(&self, table: &str, rows: &[T], token: &str) -> Result<(), StoreError>
+    where
+        T: for<'a> Row<Value<'a> = T>,
+    {
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(classify)?
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .with_timeouts(Some(self.config.timeout), Some(self.config.timeout));
+        for row in rows {
+            insert.write(row).await.map_err(classify)?;
+        }
+        insert.end().await.map_err(classify)
+    }
+}
+
+fn reason_counts(rows: &[RejectedRow]) -> Vec<(Reason, u64)> {
+    Reason::ALL
+        .iter()
+        .map(|reason| {
+            let count = rows.iter().filter(|row| row.reason == reason.code()).count() as u64;
+            (*reason, count)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+/// Up to 25% random extra delay, so many receivers do not retry in step.
+fn with_jitter(delay: Duration) -> Duration {
+    let extra = rand::rng().random_range(0.0..0.25);
+    delay.mul_f64(1.0 + extra)
+}

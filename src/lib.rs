@@ -1,0 +1,31 @@
+//! agent-ledger: an OTLP receiver that turns AI-agent spans into a validated,
+//! causally linked audit trail in ClickHouse.
+//!
+//! The pipeline, one module per stage: [`receiver`] (OTLP, per-span checks)
+//! → [`assembler`] (workflows) → [`validate`] (policy) → [`link`] (step
+//! order and causes) → [`clickhouse`] (batched, deduplicated inserts).
+//! [`serve`] wires them together.
+
+pub mod admin;
+pub mod assembler;
+pub mod cli;
+pub mod clickhouse;
+pub mod config;
+pub mod link;
+pub mod metrics;
+pub mod otlp;
+pub mod preset;
+pub mod quarantine;
+pub mod receiver;
+pub mod serve;
+pub mod span;
+pub mod validate;
+pub mod workflow;
+
+/// The current time in Unix nanoseconds.
+pub fn now_unix_nano() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,138 @@
+//! Tool call ids in model-call messages.
+//!
+//! A model call's output names the tool calls it requested; its input carries
+//! the results of earlier tool calls. Both are read from the JSON message
+//! attributes (`gen_ai.output.messages`, `gen_ai.input.messages` and the
+//! presets' equivalents, in the GenAI, OpenAI, Anthropic and Bedrock shapes)
+//! and from OpenInference's flattened message attributes
+//! (`llm.output_messages.0.message.tool_calls.0.tool_call.id`).
+
+use serde_json::Value as Json;
+
+use crate::span::Span;
+
+/// Keys that hold a tool call id in the message shapes above.
+const ID_KEYS: [&str; 5] = ["id", "tool_call_id", "call_id", "toolCallId", "tool_use_id"];
+
+/// Part or message types that carry a tool result.
+const RESULT_TYPES: [&str; 5] = [
+    "tool_call_response",
+    "function_call_output",
+    "tool_result",
+    "toolResult",
+    "tool-result",
+];
+
+/// Roles of messages that carry a tool result.
+const RESULT_ROLES: [&str; 2] = ["tool", "function"];
+
+/// Tool call ids requested in a model call's output.
+pub fn requested_call_ids(span: &Span, output_messages: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    if let Some(json) = output_messages.and_then(|text| serde_json::from_str::<Json>(text).ok()) {
+        collect_ids(&json, &mut ids);
+    }
+    for (key, value) in &span.attributes.0 {
+        if key.starts_with("llm.output_messages.") && key.ends_with(".tool_call.id") {
+            push(&mut ids, value.to_text());
+        }
+    }
+    ids
+}
+
+/// Tool call ids whose results appear in a model call's input.
+pub fn result_call_ids(span: &Span, input_messages: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    if let Some(json) = input_messages.and_then(|text| serde_json::from_str::<Json>(text).ok()) {
+        collect_result_ids(&json, false, &mut ids);
+    }
+    collect_flattened_results(span, &mut ids);
+    ids
+}
+
+fn collect_ids(json: &Json, ids: &mut Vec<String>) {
+    match json {
+        Json::Object(map) => {
+            for (key, value) in map {
+                if ID_KEYS.contains(&key.as_str()) {
+                    if let Some(id) = value.as_str() {
+                        push(ids, id.to_owned());
+                    }
+                } else {
+                    collect_ids(value, ids);
+                }
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|item| collect_ids(item, ids)),
+        Json::String(text) if looks_like_json(text) => {
+            if let Ok(inner) = serde_json::from_str::<Json>(text) {
+                collect_ids(&inner, ids);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn collect_result_ids(json: &Json, inside_result: bool, ids: &mut Vec<String>) {
+    match json {
+        Json::Object(map) => {
+            let is_result = inside_result || is_result_object(map);
+            for (key, value) in map {
+                if is_result && ID_KEYS.contains(&key.as_str()) {
+                    if let Some(id) = value.as_str() {
+                        push(ids, id.to_owned());
+                    }
+                } else {
+                    collect_result_ids(value, is_result, ids);
+                }
+            }
+        }
+        Json::Array(items) => items
+            .iter()
+            .for_each(|item| collect_result_ids(item, inside_result, ids)),
+        Json::String(text) if looks_like_json(text) => {
+            if let Ok(inner) = serde_json::from_str::<Json>(text) {
+                collect_result_ids(&inner, inside_result, ids);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_result_object(map: &serde_json::Map<String, Json>) -> bool {
+    let field = |name: &str| map.get(name).and_then(Json::as_str);
+    field("type").is_some_and(|kind| RESULT_TYPES.contains(&kind))
+        || field("role").is_some_and(|role| RESULT_ROLES.contains(&role))
+        || map.contains_key("toolResult")
+}
+
+/// OpenInference input messages: `llm.input_messages.N.message.role = tool`
+/// with `llm.input_messages.N.message.tool_call_id`.
+fn collect_flattened_results(span: &Span, ids: &mut Vec<String>) {
+    const PREFIX: &str = "llm.input_messages.";
+    const SUFFIX: &str = ".message.tool_call_id";
+    for (key, value) in &span.attributes.0 {
+        let Some(index) = key
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_suffix(SUFFIX))
+        else {
+            continue;
+        };
+        let role_key = format!("{PREFIX}{index}.message.role");
+        let role = span.attributes.get_text(&role_key).unwrap_or_default();
+        if RESULT_ROLES.contains(&role.as_str()) {
+            push(ids, value.to_text());
+        }
+    }
+}
+
+fn looks_like_json(text: &str) -> bool {
+    let trimmed = text.trim_start();
+    trimmed.starts_with('{') || trimmed.starts_with('[')
+}
+
+fn push(ids: &mut Vec<String>, id: String) {
+    if !id.is_empty() && !ids.contains(&id) {
+        ids.push(id);
+    }
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics. Every label value is bounded: reason codes, statuses,
+//! table names, never ids.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::quarantine::Reason;
+
+/// A label set with one `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// A label set with one `status` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+/// A label set with one `table` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+/// A label set with one `code` label (gRPC status or ClickHouse exception).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+/// Every metric the receiver exports.
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: Family<CodeLabel, Counter>,
+    pub spans_received: Counter,
+    pub spans_stored: Counter,
+    pub spans_rejected: Family<ReasonLabel, Counter>,
+    pub spans_duplicate: Counter,
+    pub workflows: Family<StatusLabel, Counter>,
+    pub late_segments: Counter,
+    pub insert_retries: Family<TableLabel, Counter>,
+    pub insert_failures: Family<TableLabel, Counter>,
+    pub rows_written: Family<TableLabel, Counter>,
+    pub buffered_spans: Gauge,
+    pub pending_workflows: Gauge,
+    pub sink_queue_rows: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `agent_ledger` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("agent_ledger");
+        registry.register("requests", "OTLP export requests by response code", self.requests.clone());
+        registry.register("spans_received", "Spans received in OTLP requests", self.spans_received.clone());
+        registry.register("spans_stored", "Spans written to agent_spans", self.spans_stored.clone());
+        registry.register(
+            "spans_rejected",
+            "Spans written to agent_rejected_spans, by reason",
+            self.spans_rejected.clone(),
+        );
+        registry.register(
+            "spans_duplicate",
+            "Re-sent spans acknowledged but not stored again",
+            self.spans_duplicate.clone(),
+        );
+        registry.register("workflows", "Workflow verdicts written, by status", self.workflows.clone());
+        registry.register("late_segments", "Late segments written to existing workflows", self.late_segments.clone());
+        registry.register("clickhouse_insert_retries", "ClickHouse inserts retried, by table", self.insert_retries.clone());
+        registry.register(
+            "clickhouse_insert_failures",
+            "ClickHouse insert attempts that failed, by table",
+            self.insert_failures.clone(),
+        );
+        registry.register("clickhouse_rows_written", "Rows confirmed by ClickHouse, by table", self.rows_written.clone());
+        registry.register("buffered_spans", "Spans waiting in the assembler", self.buffered_spans.clone());
+        registry.register("pending_workflows", "Traces with spans waiting in the assembler", self.pending_workflows.clone());
+        registry.register("sink_queue_rows", "Rows waiting to be written to ClickHouse", self.sink_queue_rows.clone());
+        for reason in Reason::ALL {
+            self.rejected(reason);
+        }
+    }
+
+    /// The rejected-span counter of one reason.
+    pub fn rejected(&self, reason: Reason) -> Counter {
+        self.spans_rejected
+            .get_or_create(&ReasonLabel { reason: reason.code().to_owned() })
+            .clone()
+    }
+}

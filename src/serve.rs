@@ -1,0 +1,180 @@
+//! `agent-ledger serve`: wires the pipeline together and runs it until
+//! SIGTERM or SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::assembler::task::{self, RecallFn};
+use crate::assembler::{Assembler, Limits, Recall};
+use crate::clickhouse::sink::Sink;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::preset::Resolver;
+use crate::receiver::Receiver;
+use crate::receiver::convert::{RequestContext, span_from_raw};
+use crate::receiver::grpc::TraceService;
+
+/// A running receiver, for tests and for [`run`].
+pub struct Running {
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, completes what can be completed, writes everything
+    /// to ClickHouse, and waits until that is done.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.done.await.context("the receiver task panicked")?
+    }
+}
+
+/// Runs the receiver until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests and writing buffered workflows");
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Starts every stage and the listeners; returns once they accept.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let client = crate::clickhouse::client(&config.clickhouse)?;
+    if config.clickhouse.create_schema {
+        crate::clickhouse::migrate(&config.clickhouse).await.with_context(|| {
+            format!(
+                "cannot apply the schema at {}; check that ClickHouse is running and clickhouse.url is right",
+                config.clickhouse.url
+            )
+        })?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    let (sink, sink_handle, sink_queue) = Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
+    let sink_task = tokio::spawn(sink.run(sink_queue));
+
+    let resolver = Resolver::new(config.presets()?);
+    let assembler = Assembler::new(limits(&config), config.policy.clone(), resolver);
+    let (assembler_handle, assembler_queue) = task::channel();
+    let assembler_task = tokio::spawn(task::run(
+        assembler,
+        assembler_queue,
+        sink_handle,
+        recall_fn(client.clone()),
+        metrics.clone(),
+    ));
+
+    let receiver = Arc::new(Receiver::new(assembler_handle, metrics.clone(), config.policy.clone()));
+    let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_listener = crate::admin::bind(config.admin.addr)
+        .await
+        .with_context(|| format!("cannot listen on admin.addr {}", config.admin.addr))?;
+    let admin_addr = admin_listener.local_addr()?;
+    warn_if_exposed(grpc_addr);
+
+    let (shutdown, shutdown_watch) = watch::channel(false);
+    let service = TraceService::new(receiver.clone(), config.otlp.max_request_size.as_u64() as usize);
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream_listener(grpc_listener),
+                signalled(shutdown_watch.clone()),
+            ),
+    );
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        registry,
+        client,
+        config.clickhouse.database.clone(),
+        signalled(shutdown_watch.clone()),
+    ));
+    tracing::info!(%grpc_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC");
+
+    let done = tokio::spawn(async move {
+        let mut watch = shutdown_watch;
+        let _ = watch.wait_for(|stop| *stop).await;
+        receiver.stop_accepting();
+        grpc_task.await.context("the gRPC server task panicked")?.context("the gRPC server failed")?;
+        drop(receiver);
+        assembler_task.await.context("the assembler task panicked")?;
+        sink_task.await.context("the sink task panicked")?;
+        admin_task.await.context("the admin task panicked")?.context("the admin server failed")?;
+        Ok(())
+    });
+    Ok(Running { grpc_addr, admin_addr, shutdown, done })
+}
+
+fn limits(config: &Config) -> Limits {
+    let assembler = &config.assembler;
+    Limits {
+        settle: assembler.settle,
+        root_wait: assembler.root_wait,
+        max_buffered_spans: assembler.max_buffered_spans,
+        max_buffered_bytes: assembler.max_buffered_bytes.as_u64() as usize,
+        max_retained_spans: assembler.max_retained_spans,
+    }
+}
+
+fn recall_fn(client: clickhouse::Client) -> RecallFn {
+    Arc::new(move |request: Recall| {
+        let client = client.clone();
+        Box::pin(async move {
+            let trace_id = request.trace_id.to_hex();
+            let span_ids: Vec<String> = request.span_ids.iter().map(|id| id.to_hex()).collect();
+            match crate::clickhouse::recall_quarantined(&client, &trace_id, &span_ids).await {
+                Ok(raw_spans) => {
+                    let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender: Arc::from("") };
+                    raw_spans.iter().filter_map(|raw| span_from_raw(raw, &context)).collect()
+                }
+                Err(error) => {
+                    tracing::warn!(trace_id = %trace_id, code = error.code(), %error, "reading quarantined spans back failed; retrying");
+                    Vec::new()
+                }
+            }
+        })
+    })
+}
+
+fn warn_if_exposed(addr: std::net::SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the OTLP listener is reachable from other hosts without TLS or sender authentication; anyone who can reach it can write to the audit trail");
+    }
+}
+
+async fn signalled(mut watch: watch::Receiver<bool>) {
+    let _ = watch.wait_for(|stop| *stop).await;
+}
+
+fn tokio_stream_listener(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    })
+}

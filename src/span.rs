@@ -1,0 +1,324 @@
+//! Typed spans: what the receiver produces once the OTLP checks have passed.
+//!
+//! Every later stage works on these types and never re-checks raw bytes.
+//! Ids are fixed-size arrays, strings are valid UTF-8, and the resource and
+//! scope are shared between the spans of one request.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A 16-byte trace id that is not all zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(pub [u8; 16]);
+
+/// An 8-byte span id that is not all zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// Parses 32 hex digits; `None` for any other text or the all-zero id.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        (bytes != [0; 16]).then_some(TraceId(bytes))
+    }
+
+    /// Lower-case hex, as stored in ClickHouse.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl SpanId {
+    /// Parses 16 hex digits; `None` for any other text or the all-zero id.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 8];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        (bytes != [0; 8]).then_some(SpanId(bytes))
+    }
+
+    /// Lower-case hex, as stored in ClickHouse.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An attribute value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(Vec<u8>),
+    Array(Vec<Value>),
+    Map(Vec<(String, Value)>),
+    Empty,
+}
+
+impl Value {
+    /// The value as text, the way it is stored in a ClickHouse `Map` column:
+    /// scalars in their natural form, arrays and key-value lists as JSON.
+    pub fn to_text(&self) -> String {
+        match self {
+            Value::Str(text) => text.clone(),
+            Value::Bool(flag) => flag.to_string(),
+            Value::Int(number) => number.to_string(),
+            Value::Double(number) => number.to_string(),
+            Value::Bytes(bytes) => hex::encode(bytes),
+            Value::Empty => String::new(),
+            Value::Array(_) | Value::Map(_) => self.to_json().to_string(),
+        }
+    }
+
+    /// The value as JSON; bytes become lower-case hex strings.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(text) => serde_json::Value::String(text.clone()),
+            Value::Bool(flag) => serde_json::Value::Bool(*flag),
+            Value::Int(number) => serde_json::Value::from(*number),
+            Value::Double(number) => serde_json::Value::from(*number),
+            Value::Bytes(bytes) => serde_json::Value::String(hex::encode(bytes)),
+            Value::Empty => serde_json::Value::Null,
+            Value::Array(items) => items.iter().map(Value::to_json).collect(),
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(key, value)| (key.clone(), value.to_json()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    }
+
+    /// The string, if this is a string value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A list of strings: the items of a string array, or the words of one
+    /// string split by `separator` (`None` splits on whitespace).
+    pub fn to_string_list(&self, separator: Option<char>) -> Vec<String> {
+        let split = |text: &str| -> Vec<String> {
+            let parts: Vec<&str> = match separator {
+                Some(separator) => text.split(separator).collect(),
+                None => text.split_whitespace().collect(),
+            };
+            parts
+                .into_iter()
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        match self {
+            Value::Str(text) => split(text),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|item| item.as_str())
+                .flat_map(split)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Ordered attributes as sent; lookups are linear, which is faster than a
+/// map for the 10 to 30 attributes a span carries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attributes(pub Vec<(String, Value)>);
+
+impl Attributes {
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(name, _)| name == key).map(|(_, value)| value)
+    }
+
+    /// The value of `key` as non-empty text, if present.
+    pub fn get_text(&self, key: &str) -> Option<String> {
+        let text = self.get(key)?.to_text();
+        (!text.trim().is_empty()).then_some(text)
+    }
+
+    /// Attribute pairs as text, for a ClickHouse `Map(String, String)`.
+    pub fn to_text_pairs(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_text()))
+            .collect()
+    }
+
+    /// Approximate heap size, for the assembler's memory bound.
+    pub fn approx_bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(key, value)| key.len() + value_bytes(value) + 32)
+            .sum()
+    }
+}
+
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Str(text) => text.len(),
+        Value::Bytes(bytes) => bytes.len(),
+        Value::Array(items) => items.iter().map(value_bytes).sum::<usize>() + 16,
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(key, value)| key.len() + value_bytes(value) + 16)
+            .sum(),
+        _ => 8,
+    }
+}
+
+/// The resource a span was reported under.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resource {
+    pub attributes: Attributes,
+    pub service_name: String,
+}
+
+/// The instrumentation scope that produced a span.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scope {
+    pub name: String,
+    pub version: String,
+}
+
+/// A span event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub time_unix_nano: u64,
+    pub name: String,
+    pub attributes: Attributes,
+}
+
+/// A span link as the client sent it, or as the linker added it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Link {
+    /// Lower-case hex; links may point outside the trace, so the ids are kept
+    /// as text rather than parsed.
+    pub trace_id: String,
+    pub span_id: String,
+    pub trace_state: String,
+    pub attributes: Attributes,
+}
+
+/// Span kind names as the OpenTelemetry Collector's ClickHouse exporter
+/// stores them.
+pub fn span_kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "Internal",
+        2 => "Server",
+        3 => "Client",
+        4 => "Producer",
+        5 => "Consumer",
+        _ => "Unspecified",
+    }
+}
+
+/// Status code names as the OpenTelemetry Collector's ClickHouse exporter
+/// stores them.
+pub fn status_code_name(code: i32) -> &'static str {
+    match code {
+        1 => "Ok",
+        2 => "Error",
+        _ => "Unset",
+    }
+}
+
+/// A span that passed the receiver's checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub trace_state: String,
+    pub name: String,
+    pub kind: i32,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub attributes: Attributes,
+    pub events: Vec<Event>,
+    pub links: Vec<Link>,
+    pub status_code: i32,
+    pub status_message: String,
+    pub resource: Arc<Resource>,
+    pub scope: Arc<Scope>,
+    /// Server time at which the request carrying the span arrived.
+    pub received_at_unix_nano: i64,
+    /// Who submitted the span: a token name or certificate subject, empty
+    /// when the receiver does not authenticate senders.
+    pub sender: Arc<str>,
+    /// SHA-256 of the span's protobuf encoding with its resource and scope;
+    /// tells a re-sent span from a different span that reuses the ids.
+    pub content_hash: [u8; 32],
+    /// The span as received (a protobuf `ResourceSpans` holding only this
+    /// span), kept for the quarantine table's `RawSpan` column.
+    pub raw: Arc<Vec<u8>>,
+}
+
+impl Span {
+    /// An attribute of the span, or else of its resource.
+    pub fn attribute(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .get(key)
+            .or_else(|| self.resource.attributes.get(key))
+    }
+
+    /// An attribute of the span or its resource as non-empty text.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.attributes
+            .get_text(key)
+            .or_else(|| self.resource.attributes.get_text(key))
+    }
+
+    /// Duration in nanoseconds.
+    pub fn duration_nanos(&self) -> u64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano)
+    }
+
+    /// Approximate memory held by the span, for the assembler's bound.
+    pub fn approx_bytes(&self) -> usize {
+        let events: usize = self
+            .events
+            .iter()
+            .map(|event| event.name.len() + event.attributes.approx_bytes() + 32)
+            .sum();
+        let links: usize = self
+            .links
+            .iter()
+            .map(|link| 64 + link.attributes.approx_bytes())
+            .sum();
+        256 + self.name.len()
+            + self.status_message.len()
+            + self.attributes.approx_bytes()
+            + events
+            + links
+            + self.raw.len()
+    }
+}
