@@ -70,7 +70,7 @@ pub struct Sealed {
 #[derive(Clone, Debug)]
 pub enum Emitted {
     Workflow(Box<Sealed>),
-    Rejected(RejectedSpan),
+    Rejected(Box<RejectedSpan>),
 }
 
 /// Counts of what happened to arriving spans, for metrics.
@@ -152,7 +152,11 @@ impl Assembler {
                     "span {} of trace {} was already accepted with different content; the first copy is kept",
                     span.span_id, span.trace_id
                 );
-                out.push(Emitted::Rejected(RejectedSpan::from_span(&span, Reason::ConflictingDuplicate, detail)));
+                out.push(Emitted::Rejected(Box::new(RejectedSpan::from_span(
+                    &span,
+                    Reason::ConflictingDuplicate,
+                    detail,
+                ))));
             }
             return;
         }

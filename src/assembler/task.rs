@@ -100,7 +100,7 @@ pub async fn run(
 }
 
 fn accept(assembler: &mut Assembler, batch: Batch, metrics: &Metrics, out: &mut Vec<Emitted>) {
-    out.extend(batch.rejected.into_iter().map(Emitted::Rejected));
+    out.extend(batch.rejected.into_iter().map(|span| Emitted::Rejected(Box::new(span))));
     let intake = assembler.insert(batch.spans, Instant::now().into_std(), out);
     metrics.spans_duplicate.inc_by(intake.duplicates as u64);
 }
@@ -117,7 +117,7 @@ async fn forward(sink: &SinkHandle, out: &mut Vec<Emitted>, metrics: &Metrics) -
     let mut rejected = Vec::new();
     for emitted in out.drain(..) {
         match emitted {
-            Emitted::Rejected(span) => rejected.push(span),
+            Emitted::Rejected(span) => rejected.push(*span),
             Emitted::Workflow(sealed) => {
                 if sealed.workflow.is_late() {
                     metrics.late_segments.inc();

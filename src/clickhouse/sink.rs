@@ -240,8 +240,6 @@ impl Sink {
     /// rejects permanently are isolated; their quarantine rows are added to
     /// `quarantined`. Returns the number of rows rejected.
     async fn write<T: SinkRow>(&self, table: &'static str, rows: Vec<T>, quarantined: &mut Vec<RejectedRow>) -> usize
-    where
-        T: for<'a> Row<Value<'a> = T>,
     {
         let mut pending = vec![rows];
         let mut rejected = 0;
@@ -278,8 +276,6 @@ impl Sink {
     }
 
     async fn write_with_retries<T: SinkRow>(&self, table: &'static str, rows: &[T]) -> Result<(), StoreError>
-    where
-        T: for<'a> Row<Value<'a> = T>,
     {
         let token = deduplication_token(table, rows);
         let mut delay = self.config.retry_initial;
@@ -304,8 +300,6 @@ impl Sink {
     }
 
     async fn insert_once<T: SinkRow>(&self, table: &str, rows: &[T], token: &str) -> Result<(), StoreError>
-    where
-        T: for<'a> Row<Value<'a> = T>,
     {
         let mut insert = self
             .client
