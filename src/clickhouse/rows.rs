@@ -71,6 +71,10 @@ pub struct SpanRow {
     pub tool_call_id: String,
     pub violations: Vec<String>,
     pub redacted_count: u32,
+    /// One entry per redacted value, naming the kind of secret.
+    pub redacted_kinds: Vec<String>,
+    /// 1 when the step's tool is one the policy marks as a write action.
+    pub write_action: u8,
     pub sender: String,
     pub received_at: i64,
     pub late: u8,
@@ -271,6 +275,8 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks) -> SpanRow {
         tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
         violations: Vec::new(),
         redacted_count: 0,
+        redacted_kinds: Vec::new(),
+        write_action: 0,
         sender: span.sender.to_string(),
         received_at: span.received_at_unix_nano,
         late: u8::from(workflow.is_late()),

@@ -32,6 +32,7 @@ pub fn migrations(database: &str) -> Vec<Migration> {
             agent_credentials(database),
             agent_ledger_entries(database),
             agent_ledger_checkpoints(database),
+            agent_verify_runs(database),
         ],
     }]
 }
@@ -122,6 +123,8 @@ fn agent_spans(database: &str) -> String {
     ToolCallId String CODEC(ZSTD(1)),
     Violations Array(LowCardinality(String)) CODEC(ZSTD(1)),
     RedactedCount UInt32 CODEC(ZSTD(1)),
+    RedactedKinds Array(LowCardinality(String)) CODEC(ZSTD(1)),
+    WriteAction UInt8 CODEC(ZSTD(1)),
     Sender LowCardinality(String) CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     Late UInt8 CODEC(ZSTD(1)),
@@ -287,6 +290,31 @@ fn agent_ledger_checkpoints(database: &str) -> String {
     Signature String CODEC(ZSTD(1))
 ) ENGINE = MergeTree
 ORDER BY (InstanceId, LastSeq)
+{}",
+        settings()
+    )
+}
+
+fn agent_verify_runs(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.agent_verify_runs (
+    RunId String CODEC(ZSTD(1)),
+    InstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    StartedAt DateTime64(9, 'UTC') CODEC(ZSTD(1)),
+    FinishedAt DateTime64(9, 'UTC') CODEC(ZSTD(1)),
+    PeriodFrom Nullable(DateTime64(9, 'UTC')) CODEC(ZSTD(1)),
+    PeriodTo Nullable(DateTime64(9, 'UTC')) CODEC(ZSTD(1)),
+    WorkflowId String CODEC(ZSTD(1)),
+    Result LowCardinality(String) CODEC(ZSTD(1)),
+    RowsChecked UInt64 CODEC(ZSTD(1)),
+    EntriesChecked UInt64 CODEC(ZSTD(1)),
+    CheckpointsChecked UInt64 CODEC(ZSTD(1)),
+    Findings UInt64 CODEC(ZSTD(1)),
+    FindingCounts Map(LowCardinality(String), UInt64) CODEC(ZSTD(1)),
+    KeyIds Array(String) CODEC(ZSTD(1)),
+    Version LowCardinality(String) CODEC(ZSTD(1))
+) ENGINE = MergeTree
+ORDER BY (StartedAt, RunId)
 {}",
         settings()
     )
