@@ -19,6 +19,8 @@ pub mod quarantine;
 pub mod receiver;
 pub mod serve;
 pub mod span;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod validate;
 pub mod workflow;
 

@@ -127,7 +127,10 @@ impl Assembler {
 
     /// Traces with spans waiting.
     pub fn pending_traces(&self) -> usize {
-        self.traces.values().filter(|trace| !trace.pending.is_empty()).count()
+        self.traces
+            .values()
+            .filter(|trace| !trace.pending.is_empty())
+            .count()
     }
 
     /// Adds arriving spans; emits conflicting duplicates and, when the buffer
@@ -141,8 +144,17 @@ impl Assembler {
         intake
     }
 
-    fn insert_one(&mut self, span: Span, now: Instant, out: &mut Vec<Emitted>, intake: &mut Intake) {
-        let trace = self.traces.entry(span.trace_id).or_insert_with(|| TraceState::new(now));
+    fn insert_one(
+        &mut self,
+        span: Span,
+        now: Instant,
+        out: &mut Vec<Emitted>,
+        intake: &mut Intake,
+    ) {
+        let trace = self
+            .traces
+            .entry(span.trace_id)
+            .or_insert_with(|| TraceState::new(now));
         if let Some(meta) = trace.meta.get(&span.span_id) {
             if meta.content_hash == span.content_hash {
                 intake.duplicates += 1;
@@ -162,7 +174,9 @@ impl Assembler {
         }
         intake.accepted += 1;
         let facts = self.resolver.resolve(&span);
-        trace.meta.insert(span.span_id, SpanMeta::new(&span, &facts));
+        trace
+            .meta
+            .insert(span.span_id, SpanMeta::new(&span, &facts));
         self.retained_spans += 1;
         self.buffered_spans += 1;
         self.buffered_bytes += span.approx_bytes();
@@ -224,7 +238,10 @@ impl Assembler {
             }
             trace.recall_in_flight = true;
             trace.recall_due = None;
-            recalls.push(Recall { trace_id: *trace_id, span_ids });
+            recalls.push(Recall {
+                trace_id: *trace_id,
+                span_ids,
+            });
         }
         recalls
     }
@@ -253,7 +270,13 @@ impl Assembler {
         }
     }
 
-    fn complete_trace(&mut self, trace_id: TraceId, now: Instant, force: bool, out: &mut Vec<Emitted>) {
+    fn complete_trace(
+        &mut self,
+        trace_id: TraceId,
+        now: Instant,
+        force: bool,
+        out: &mut Vec<Emitted>,
+    ) {
         let Some(mut trace) = self.traces.remove(&trace_id) else {
             return;
         };
@@ -297,7 +320,8 @@ impl Assembler {
     }
 
     fn over_bounds(&self) -> bool {
-        self.buffered_spans > self.limits.max_buffered_spans || self.buffered_bytes > self.limits.max_buffered_bytes
+        self.buffered_spans > self.limits.max_buffered_spans
+            || self.buffered_bytes > self.limits.max_buffered_bytes
     }
 
     /// Writes a waiting trace now: its complete workflows as usual, the rest
@@ -334,19 +358,35 @@ impl Assembler {
 
 /// Seals one workflow: validates it (unless the verdict is given) and links
 /// its steps.
-fn seal(workflow: Workflow, verdict: Option<Verdict>, written: &HashSet<SpanId>, policy: &Policy) -> Sealed {
+fn seal(
+    workflow: Workflow,
+    verdict: Option<Verdict>,
+    written: &HashSet<SpanId>,
+    policy: &Policy,
+) -> Sealed {
     let verdict = Arc::new(verdict.unwrap_or_else(|| validate::evaluate(&workflow, policy)));
     let links = link::link(&workflow, written);
     let storage = match verdict.status {
         Status::Valid => Storage::Spans,
         Status::Rejected => Storage::Quarantine(Reason::PolicyRejected, verdict.reasons.join("; ")),
-        Status::Incomplete => Storage::Quarantine(Reason::RootSpanMissing, verdict.reasons.join("; ")),
+        Status::Incomplete => {
+            Storage::Quarantine(Reason::RootSpanMissing, verdict.reasons.join("; "))
+        }
     };
-    Sealed { workflow, verdict, links, storage }
+    Sealed {
+        workflow,
+        verdict,
+        links,
+        storage,
+    }
 }
 
 /// Builds steps from spans of one workflow: kinds, agent scopes, order.
-fn build_steps(spans: Vec<(Span, crate::preset::StepFacts)>, context: &HashSet<SpanId>, meta: &HashMap<SpanId, SpanMeta>) -> Vec<Step> {
+fn build_steps(
+    spans: Vec<(Span, crate::preset::StepFacts)>,
+    context: &HashSet<SpanId>,
+    meta: &HashMap<SpanId, SpanMeta>,
+) -> Vec<Step> {
     let mut steps: Vec<Step> = spans
         .into_iter()
         .map(|(span, facts)| {
@@ -358,7 +398,12 @@ fn build_steps(spans: Vec<(Span, crate::preset::StepFacts)>, context: &HashSet<S
                 facts.kind.unwrap_or(StepKind::Other)
             };
             let agent_span = nearest_agent(&span, meta);
-            Step { span, facts, kind, agent_span }
+            Step {
+                span,
+                facts,
+                kind,
+                agent_span,
+            }
         })
         .collect();
     sort_steps(&mut steps);
@@ -398,9 +443,552 @@ impl Assembler {
             .collect();
         for trace_id in waiting {
             if let Some(trace) = self.traces.get_mut(&trace_id) {
-                let released = state::quarantine_waiting(trace, trace_id, Reason::RootSpanMissing, out);
+                let released =
+                    state::quarantine_waiting(trace, trace_id, Reason::RootSpanMissing, out);
                 self.release(released);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, agent, chat, root, span, span_id, tool, trace_id};
+
+    const SETTLE: Duration = Duration::from_secs(10);
+    const ROOT_WAIT: Duration = Duration::from_secs(60);
+
+    fn limits() -> Limits {
+        Limits {
+            settle: SETTLE,
+            root_wait: ROOT_WAIT,
+            max_buffered_spans: 10_000,
+            max_buffered_bytes: 1 << 30,
+            max_retained_spans: 100_000,
+        }
+    }
+
+    fn assembler(limits: Limits) -> Assembler {
+        Assembler::new(limits, Policy::default(), Resolver::default())
+    }
+
+    fn secs(seconds: u64) -> Duration {
+        Duration::from_secs(seconds)
+    }
+
+    fn sealed(out: &[Emitted]) -> Vec<&Sealed> {
+        out.iter()
+            .filter_map(|emitted| match emitted {
+                Emitted::Workflow(sealed) => Some(sealed.as_ref()),
+                Emitted::Rejected(_) => None,
+            })
+            .collect()
+    }
+
+    fn rejected(out: &[Emitted]) -> Vec<&RejectedSpan> {
+        out.iter()
+            .filter_map(|emitted| match emitted {
+                Emitted::Rejected(span) => Some(span.as_ref()),
+                Emitted::Workflow(_) => None,
+            })
+            .collect()
+    }
+
+    /// Span numbers of a workflow's steps, in step order.
+    fn step_numbers(sealed: &Sealed) -> Vec<u64> {
+        sealed
+            .workflow
+            .steps
+            .iter()
+            .map(|step| u64::from_be_bytes(step.span.span_id.0))
+            .collect()
+    }
+
+    fn only(out: &[Emitted]) -> &Sealed {
+        let all = sealed(out);
+        assert_eq!(all.len(), 1, "exactly one workflow emitted");
+        all[0]
+    }
+
+    #[test]
+    fn children_complete_after_root_settles() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        let children = vec![
+            chat(2, 1).times(10, 20).build(),
+            tool(3, 1, "search").times(21, 25).build(),
+        ];
+        assembler.insert(children, t0, &mut out);
+        assembler.tick(t0 + secs(30), &mut out);
+        assert!(out.is_empty(), "children wait for their root");
+
+        assembler.insert(vec![root(1).times(0, 100).build()], t0 + secs(30), &mut out);
+        assembler.tick(t0 + secs(39), &mut out);
+        assert!(out.is_empty(), "the root settles for 10 s");
+
+        assembler.tick(t0 + secs(40), &mut out);
+        let workflow = only(&out);
+        assert_eq!(workflow.workflow.root_span_id, span_id(1), "root span id");
+        assert_eq!(step_numbers(workflow), vec![1, 2, 3], "steps");
+        assert_eq!(workflow.verdict.status, Status::Valid, "status");
+        assert_eq!(workflow.storage, Storage::Spans, "storage");
+        assert_eq!(workflow.workflow.revision, 1, "revision");
+        assert_eq!(workflow.links.len(), 3, "one link entry per step");
+        assert_eq!(assembler.buffered_spans(), 0, "nothing left buffered");
+    }
+
+    #[test]
+    fn root_below_context_span() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        let spans = vec![
+            span(1, "POST /tasks").times(0, 200).build(),
+            root(2).parent(1).times(10, 100).build(),
+            chat(3, 2).times(20, 30).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+
+        let workflow = only(&out);
+        let kinds: Vec<StepKind> = workflow
+            .workflow
+            .steps
+            .iter()
+            .map(|step| step.kind)
+            .collect();
+        assert_eq!(workflow.workflow.root_span_id, span_id(2), "root span id");
+        assert_eq!(
+            kinds,
+            vec![StepKind::Context, StepKind::Root, StepKind::Inference],
+            "step kinds"
+        );
+        assert_eq!(workflow.verdict.status, Status::Valid, "status");
+        assert_eq!(
+            workflow.verdict.summary.step_count, 2,
+            "context span not counted"
+        );
+    }
+
+    #[test]
+    fn nested_root_is_own_workflow() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        let spans = vec![
+            root(1).times(0, 200).build(),
+            tool(2, 1, "delegate").times(10, 150).build(),
+            root(3)
+                .parent(2)
+                .attr("gen_ai.agent.name", "researcher")
+                .times(20, 140)
+                .build(),
+            chat(4, 3).times(30, 40).build(),
+            chat(5, 1).times(160, 170).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+
+        let mut workflows = sealed(&out);
+        workflows.sort_by_key(|sealed| sealed.workflow.root_span_id);
+        assert_eq!(workflows.len(), 2, "two workflows");
+        assert_eq!(step_numbers(workflows[0]), vec![1, 2, 5], "outer workflow");
+        assert_eq!(step_numbers(workflows[1]), vec![3, 4], "nested workflow");
+        assert_eq!(
+            workflows[1].workflow.root_span_id,
+            span_id(3),
+            "nested root"
+        );
+    }
+
+    #[test]
+    fn duplicate_counted_conflict_rejected() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        let first = assembler.insert(vec![chat(2, 1).build()], t0, &mut out);
+        let same = assembler.insert(vec![chat(2, 1).build()], t0, &mut out);
+        assert_eq!(first.accepted, 1, "first copy accepted");
+        assert_eq!(same.duplicates, 1, "identical copy counted as duplicate");
+        assert_eq!(same.accepted, 0, "identical copy not accepted again");
+        assert!(out.is_empty(), "identical copy emits nothing");
+
+        let changed = chat(2, 1).attr("gen_ai.usage.input_tokens", "12").build();
+        let conflict = assembler.insert(vec![changed], t0, &mut out);
+
+        assert_eq!(
+            conflict.conflicting, 1,
+            "different content counted as conflicting"
+        );
+        let rows = rejected(&out);
+        assert_eq!(rows.len(), 1, "conflicting copy quarantined");
+        assert_eq!(rows[0].reason, Some(Reason::ConflictingDuplicate), "reason");
+        assert_eq!(rows[0].span_id, testing::span_hex(2), "span id");
+        assert_eq!(
+            assembler.buffered_spans(),
+            1,
+            "only the first copy is buffered"
+        );
+    }
+
+    #[test]
+    fn duplicate_after_write_counted() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let spans = vec![
+            root(1).times(0, 100).build(),
+            chat(2, 1).times(10, 20).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+        out.clear();
+
+        let again = assembler.insert(
+            vec![chat(2, 1).times(10, 20).build()],
+            t0 + secs(20),
+            &mut out,
+        );
+        assembler.tick(t0 + secs(30), &mut out);
+
+        assert_eq!(again.duplicates, 1, "re-sent span counted as duplicate");
+        assert!(out.is_empty(), "no late segment for a duplicate");
+    }
+
+    #[test]
+    fn root_wait_expiry_then_recall() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let child = || chat(2, 1).times(10, 20).build();
+
+        assembler.insert(vec![child()], t0, &mut out);
+        assembler.tick(t0 + ROOT_WAIT - secs(1), &mut out);
+        assert!(out.is_empty(), "child waits for the root wait");
+
+        assembler.tick(t0 + ROOT_WAIT, &mut out);
+        let incomplete = only(&out);
+        assert_eq!(
+            incomplete.verdict.status,
+            Status::Incomplete,
+            "incomplete verdict"
+        );
+        assert!(
+            matches!(
+                incomplete.storage,
+                Storage::Quarantine(Reason::RootSpanMissing, _)
+            ),
+            "quarantined as root_span_missing: {:?}",
+            incomplete.storage
+        );
+        assert_eq!(
+            incomplete.workflow.root_span_id,
+            span_id(1),
+            "keyed by the missing root"
+        );
+        assert_eq!(incomplete.workflow.revision, 1, "first revision");
+        out.clear();
+
+        let root_arrival = t0 + secs(100);
+        assembler.insert(vec![root(1).times(0, 100).build()], root_arrival, &mut out);
+        assembler.tick(root_arrival + SETTLE, &mut out);
+        assert!(
+            out.is_empty(),
+            "the workflow waits for its quarantined spans"
+        );
+
+        let recalls = assembler.take_recalls(root_arrival + SETTLE);
+        let expected = vec![Recall {
+            trace_id: trace_id(testing::TRACE),
+            span_ids: vec![span_id(2)],
+        }];
+        assert_eq!(recalls, expected, "recall of the quarantined child");
+        let repeated = assembler.take_recalls(root_arrival + SETTLE);
+        assert!(
+            repeated.is_empty(),
+            "no second recall while one is in flight"
+        );
+
+        let recalled_at = root_arrival + SETTLE + secs(1);
+        assembler.recalled(trace_id(testing::TRACE), vec![child()], recalled_at);
+        assembler.tick(recalled_at, &mut out);
+
+        let complete = only(&out);
+        assert_eq!(complete.verdict.status, Status::Valid, "valid verdict");
+        assert_eq!(
+            complete.workflow.revision, 2,
+            "the new verdict supersedes revision 1"
+        );
+        assert_eq!(
+            step_numbers(complete),
+            vec![1, 2],
+            "root and recalled child"
+        );
+        assert_eq!(complete.storage, Storage::Spans, "stored in agent_spans");
+    }
+
+    #[test]
+    fn recall_supersedes_intermediate_key() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let child = || chat(3, 2).times(10, 20).build();
+
+        assembler.insert(vec![child()], t0, &mut out);
+        assembler.tick(t0 + ROOT_WAIT, &mut out);
+        let incomplete = only(&out);
+        assert_eq!(
+            incomplete.workflow.root_span_id,
+            span_id(2),
+            "keyed by the missing parent"
+        );
+        assert_eq!(incomplete.workflow.revision, 1, "first revision");
+        out.clear();
+
+        let arrival = t0 + secs(100);
+        let ancestors = vec![
+            root(1).times(0, 100).build(),
+            agent(2, 1, "researcher").times(5, 90).build(),
+        ];
+        assembler.insert(ancestors, arrival, &mut out);
+        assembler.tick(arrival + SETTLE, &mut out);
+        let recalls = assembler.take_recalls(arrival + SETTLE);
+        assert_eq!(recalls.len(), 1, "one recall");
+        assembler.recalled(trace_id(testing::TRACE), vec![child()], arrival + SETTLE);
+        assembler.tick(arrival + SETTLE, &mut out);
+
+        let complete = only(&out);
+        assert_eq!(
+            step_numbers(complete),
+            vec![1, 2, 3],
+            "root, agent and recalled child"
+        );
+        assert_eq!(
+            complete.workflow.revision, 2,
+            "the new verdict supersedes revision 1"
+        );
+    }
+
+    #[test]
+    fn late_span_becomes_segment() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let spans = vec![
+            root(1).times(0, 100).build(),
+            chat(2, 1).times(10, 20).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+        let first_verdict = only(&out).verdict.clone();
+        out.clear();
+
+        let late = tool(3, 1, "notify").times(110, 120).build();
+        assembler.insert(vec![late], t0 + secs(20), &mut out);
+        assembler.tick(t0 + secs(30), &mut out);
+
+        let segment = only(&out);
+        let prior = segment
+            .workflow
+            .prior
+            .as_ref()
+            .expect("late segment has a prior verdict");
+        assert_eq!(segment.workflow.segment, 1, "segment");
+        assert_eq!(segment.workflow.first_step_index, 2, "step index continues");
+        assert_eq!(segment.workflow.revision, 2, "revision");
+        assert!(
+            Arc::ptr_eq(prior, &first_verdict),
+            "prior is the written verdict"
+        );
+        assert_eq!(step_numbers(segment), vec![3], "only the late step");
+        assert_eq!(
+            segment.storage,
+            Storage::Spans,
+            "stored like the written workflow"
+        );
+        assert_eq!(
+            segment.verdict.summary.step_count, 3,
+            "step count includes the late step"
+        );
+        assert_eq!(segment.links[0].step_index, 2, "link step index");
+        assert_eq!(
+            segment.links[0].causes,
+            vec![link::Cause {
+                span_id: span_id(1),
+                basis: link::Basis::Parent
+            }],
+            "late step linked to its written parent"
+        );
+    }
+
+    #[test]
+    fn no_root_trace_quarantined() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        let spans = vec![
+            span(1, "GET /health").times(0, 50).build(),
+            chat(2, 1).times(10, 20).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+
+        let workflow = only(&out);
+        let expected_storage =
+            Storage::Quarantine(Reason::NoWorkflowRoot, validate::NO_ROOT_REASON.to_owned());
+        assert_eq!(workflow.storage, expected_storage, "storage");
+        assert_eq!(workflow.verdict.status, Status::Rejected, "status");
+        assert_eq!(
+            workflow.verdict.reasons,
+            vec![validate::NO_ROOT_REASON],
+            "reasons"
+        );
+        assert_eq!(
+            step_numbers(workflow),
+            vec![1, 2],
+            "every span of the trace"
+        );
+    }
+
+    #[test]
+    fn buffer_bound_evicts_oldest() {
+        let mut assembler = assembler(Limits {
+            max_buffered_spans: 3,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let waiting = vec![
+            chat(2, 1).trace(2).times(10, 20).build(),
+            tool(3, 1, "search").trace(2).times(21, 25).build(),
+        ];
+        assembler.insert(waiting, t0, &mut out);
+        assert!(out.is_empty(), "within the bound");
+
+        let complete = vec![
+            root(1).trace(3).times(0, 100).build(),
+            chat(2, 1).trace(3).times(10, 20).build(),
+        ];
+        let intake = assembler.insert(complete, t0 + secs(1), &mut out);
+
+        assert_eq!(
+            intake.accepted, 2,
+            "the new root and its child are accepted"
+        );
+        let evicted = only(&out);
+        assert_eq!(
+            evicted.workflow.trace_id,
+            trace_id(2),
+            "oldest waiting trace evicted"
+        );
+        assert_eq!(
+            evicted.verdict.status,
+            Status::Incomplete,
+            "incomplete verdict"
+        );
+        assert!(
+            matches!(evicted.storage, Storage::Quarantine(Reason::Evicted, _)),
+            "quarantined as evicted: {:?}",
+            evicted.storage
+        );
+        assert_eq!(step_numbers(evicted), vec![2, 3], "evicted spans");
+        assert_eq!(
+            assembler.buffered_spans(),
+            2,
+            "the new trace stays buffered"
+        );
+        out.clear();
+
+        assembler.tick(t0 + secs(1) + SETTLE, &mut out);
+        let written = only(&out);
+        assert_eq!(
+            written.workflow.trace_id,
+            trace_id(3),
+            "new trace completes"
+        );
+        assert_eq!(written.verdict.status, Status::Valid, "new trace is valid");
+    }
+
+    #[test]
+    fn flush_completes_before_settle() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let spans = vec![
+            root(1).times(0, 100).build(),
+            chat(2, 1).times(10, 20).build(),
+            chat(3, 1).trace(2).times(10, 20).build(),
+        ];
+        assembler.insert(spans, t0, &mut out);
+
+        assembler.flush(t0, &mut out);
+        let flushed = only(&out);
+        assert_eq!(
+            flushed.workflow.trace_id,
+            trace_id(testing::TRACE),
+            "complete trace flushed"
+        );
+        assert_eq!(flushed.verdict.status, Status::Valid, "valid");
+        assert_eq!(
+            assembler.pending_traces(),
+            1,
+            "the trace without a root still waits"
+        );
+        out.clear();
+
+        assembler.quarantine_all_waiting(&mut out);
+        let quarantined = only(&out);
+        assert_eq!(quarantined.workflow.trace_id, trace_id(2), "waiting trace");
+        assert!(
+            matches!(
+                quarantined.storage,
+                Storage::Quarantine(Reason::RootSpanMissing, _)
+            ),
+            "quarantined as root_span_missing: {:?}",
+            quarantined.storage
+        );
+        assert_eq!(assembler.buffered_spans(), 0, "nothing left buffered");
+    }
+
+    #[test]
+    fn retained_bound_forgets_idle_traces() {
+        let mut assembler = assembler(Limits {
+            max_retained_spans: 2,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let trace_spans = |trace: u64| {
+            vec![
+                root(1).trace(trace).times(0, 100).build(),
+                chat(2, 1).trace(trace).times(10, 20).build(),
+            ]
+        };
+        assembler.insert(trace_spans(2), t0, &mut out);
+        assembler.tick(t0 + SETTLE, &mut out);
+        assembler.insert(trace_spans(3), t0 + secs(20), &mut out);
+        assembler.tick(t0 + secs(30), &mut out);
+        assert_eq!(sealed(&out).len(), 2, "both traces written");
+
+        let older = assembler.insert(
+            vec![chat(2, 1).trace(2).times(10, 20).build()],
+            t0 + secs(40),
+            &mut out,
+        );
+        let newer = assembler.insert(
+            vec![chat(2, 1).trace(3).times(10, 20).build()],
+            t0 + secs(40),
+            &mut out,
+        );
+
+        assert_eq!(older.accepted, 1, "the older trace was forgotten");
+        assert_eq!(newer.duplicates, 1, "the newer trace is still retained");
     }
 }

@@ -12,20 +12,29 @@ pub const ALIASES: [(&str, &str); 4] = [
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
 ];
 
-/// Applies every `AGENT_LEDGER_*` variable that names a setting.
-pub fn apply(tree: &mut Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
+/// Applies every `AGENT_LEDGER_*` variable that names a setting; returns
+/// the variables applied.
+pub fn apply(
+    tree: &mut Value,
+    vars: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
     for (path, default) in setting_paths() {
         let name = env_name(&path);
-        let alias = ALIASES.iter().find(|(_, target)| *target == path).map(|(alias, _)| *alias);
+        let alias = ALIASES
+            .iter()
+            .find(|(_, target)| *target == path)
+            .map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
             .or_else(|| alias.and_then(|alias| vars.iter().find(|(key, _)| key == alias)));
         if let Some((key, raw)) = found {
             set(tree, &path, parse_value(key, raw, &default)?);
+            applied.push((key.clone(), raw.clone()));
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// `clickhouse.batch_rows` becomes `AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS`.
@@ -52,7 +61,11 @@ fn collect_paths(value: &Value, prefix: String, paths: &mut Vec<(String, Value)>
         Value::Mapping(map) if !prefix.ends_with("custom") => {
             for (key, child) in map {
                 let Some(key) = key.as_str() else { continue };
-                let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 collect_paths(child, path, paths);
             }
         }
@@ -107,6 +120,165 @@ fn set(tree: &mut Value, path: &str, value: Value) {
             map.insert(key, value);
             return;
         }
-        node = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn applied(pairs: &[(&str, &str)]) -> Value {
+        let mut tree = Value::Mapping(Mapping::new());
+        apply(&mut tree, &vars(pairs)).expect("variables apply");
+        tree
+    }
+
+    fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+        path.split('.').try_fold(tree, |node, key| node.get(key))
+    }
+
+    #[test]
+    fn env_name_from_path() {
+        let cases = [
+            (
+                "clickhouse.batch_rows",
+                "AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS",
+            ),
+            (
+                "otlp.max_request_size",
+                "AGENT_LEDGER_OTLP_MAX_REQUEST_SIZE",
+            ),
+            ("assembler.settle", "AGENT_LEDGER_ASSEMBLER_SETTLE"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(env_name(path), expected, "path {path}");
+        }
+    }
+
+    #[test]
+    fn aliases_target_settings() {
+        let paths: Vec<String> = setting_paths().into_iter().map(|(path, _)| path).collect();
+        for (alias, target) in ALIASES {
+            assert!(
+                paths.iter().any(|path| path == target),
+                "alias {alias} targets unknown setting {target}"
+            );
+        }
+    }
+
+    #[test]
+    fn setting_paths_include_password() {
+        let paths: Vec<String> = setting_paths().into_iter().map(|(path, _)| path).collect();
+
+        assert!(
+            paths.iter().any(|path| path == "clickhouse.password"),
+            "the password has a variable although it is never serialized"
+        );
+    }
+
+    #[test]
+    fn apply_converts_to_default_type() {
+        let tree = applied(&[
+            ("AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS", " 500 "),
+            ("AGENT_LEDGER_CLICKHOUSE_CREATE_SCHEMA", "false"),
+            ("AGENT_LEDGER_PRESETS_ENABLED", "genai, ,openinference"),
+            ("AGENT_LEDGER_ASSEMBLER_SETTLE", "500ms"),
+        ]);
+
+        let cases = [
+            ("clickhouse.batch_rows", Value::from(500u64)),
+            ("clickhouse.create_schema", Value::Bool(false)),
+            (
+                "presets.enabled",
+                Value::Sequence(vec![Value::from("genai"), Value::from("openinference")]),
+            ),
+            ("assembler.settle", Value::from("500ms")),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(lookup(&tree, path), Some(&expected), "setting {path}");
+        }
+    }
+
+    #[test]
+    fn apply_path_name_before_alias() {
+        let orders = [
+            (
+                "path name first",
+                [
+                    ("AGENT_LEDGER_ASSEMBLER_ROOT_WAIT", "20m"),
+                    ("AGENT_LEDGER_ROOT_WAIT", "30m"),
+                ],
+            ),
+            (
+                "alias first",
+                [
+                    ("AGENT_LEDGER_ROOT_WAIT", "30m"),
+                    ("AGENT_LEDGER_ASSEMBLER_ROOT_WAIT", "20m"),
+                ],
+            ),
+        ];
+        for (name, pairs) in orders {
+            let tree = applied(&pairs);
+
+            assert_eq!(
+                lookup(&tree, "assembler.root_wait"),
+                Some(&Value::from("20m")),
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn apply_keeps_file_values() {
+        let mut tree: Value =
+            serde_yaml_ng::from_str("clickhouse:\n  database: audit\n").expect("YAML parses");
+
+        apply(
+            &mut tree,
+            &vars(&[("AGENT_LEDGER_CLICKHOUSE_USER", "writer")]),
+        )
+        .expect("variables apply");
+
+        assert_eq!(
+            lookup(&tree, "clickhouse.database"),
+            Some(&Value::from("audit")),
+            "file value beside the override"
+        );
+        assert_eq!(
+            lookup(&tree, "clickhouse.user"),
+            Some(&Value::from("writer")),
+            "override"
+        );
+    }
+
+    #[test]
+    fn apply_rejects_invalid_numbers() {
+        let mut tree = Value::Mapping(Mapping::new());
+
+        let result = apply(
+            &mut tree,
+            &vars(&[("AGENT_LEDGER_ASSEMBLER_MAX_BUFFERED_SPANS", "1e6")]),
+        );
+
+        let error = result.expect_err("not a whole number");
+        let message = error.to_string();
+        assert!(
+            message.contains("AGENT_LEDGER_ASSEMBLER_MAX_BUFFERED_SPANS"),
+            "message names the variable: {message}"
+        );
+        assert!(
+            message.contains("1e6"),
+            "message shows the value: {message}"
+        );
     }
 }

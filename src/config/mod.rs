@@ -24,13 +24,26 @@ pub use env::ALIASES;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("invalid value {value:?} in environment variable {name}: {message}")]
-    Env { name: String, value: String, message: String },
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid setting {setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -75,7 +88,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        AdminConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -134,7 +149,10 @@ impl ClickhouseConfig {
         match &self.password_file {
             Some(path) => std::fs::read_to_string(path)
                 .map(|text| text.lines().next().unwrap_or_default().to_owned())
-                .map_err(|source| ConfigError::Read { path: path.clone(), source }),
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
             None => Ok(self.password.clone()),
         }
     }
@@ -186,7 +204,10 @@ pub struct PresetsConfig {
 impl Default for PresetsConfig {
     fn default() -> Self {
         PresetsConfig {
-            enabled: crate::preset::builtin_presets().into_iter().map(|preset| preset.name).collect(),
+            enabled: crate::preset::builtin_presets()
+                .into_iter()
+                .map(|preset| preset.name)
+                .collect(),
             custom: Vec::new(),
         }
     }
@@ -205,7 +226,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -225,39 +249,77 @@ impl Config {
     }
 
     /// [`Config::load`] with an explicit environment, for tests.
-    pub fn load_with(path: Option<&Path>, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_with(
+        path: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let mut tree = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-                if tree.is_null() { serde_yaml_ng::Value::Mapping(Default::default()) } else { tree }
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let tree: serde_yaml_ng::Value =
+                    serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                if tree.is_null() {
+                    serde_yaml_ng::Value::Mapping(Default::default())
+                } else {
+                    tree
+                }
             }
             None => serde_yaml_ng::Value::Mapping(Default::default()),
         };
-        env::apply(&mut tree, vars)?;
-        let origin = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("(environment)"));
-        let config: Config =
-            serde_yaml_ng::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
+        let file_tree = tree.clone();
+        let applied = env::apply(&mut tree, vars)?;
+        let origin = path
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("(environment)"));
+        let config: Config = serde_yaml_ng::from_value(tree).map_err(|source| {
+            blame_variable(&file_tree, &applied).unwrap_or(ConfigError::Parse {
+                path: origin,
+                source,
+            })
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: &str| Err(ConfigError::Invalid { setting, message: message.to_owned() });
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
         if self.assembler.settle.is_zero() {
-            return invalid("assembler.settle", "must be greater than zero, for example 10s");
+            return invalid(
+                "assembler.settle",
+                "must be greater than zero, for example 10s",
+            );
         }
         if self.assembler.root_wait < self.assembler.settle {
-            return invalid("assembler.root_wait", "must not be shorter than assembler.settle");
+            return invalid(
+                "assembler.root_wait",
+                "must not be shorter than assembler.settle",
+            );
         }
-        if !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
-            return invalid("clickhouse.url", "must start with http:// or https://, for example http://127.0.0.1:8123");
+        if !(self.clickhouse.url.starts_with("http://")
+            || self.clickhouse.url.starts_with("https://"))
+        {
+            return invalid(
+                "clickhouse.url",
+                "must start with http:// or https://, for example http://127.0.0.1:8123",
+            );
         }
         if !is_identifier(&self.clickhouse.database) {
-            return invalid("clickhouse.database", "must be a plain identifier: letters, digits and underscores");
+            return invalid(
+                "clickhouse.database",
+                "must be a plain identifier: letters, digits and underscores",
+            );
         }
         if self.clickhouse.batch_rows == 0 {
             return invalid("clickhouse.batch_rows", "must be at least 1");
@@ -299,6 +361,549 @@ impl Config {
     }
 }
 
+/// The environment variable whose value alone makes the configuration fail
+/// to parse, so that the error names it rather than the file.
+fn blame_variable(
+    file_tree: &serde_yaml_ng::Value,
+    applied: &[(String, String)],
+) -> Option<ConfigError> {
+    applied.iter().find_map(|(name, value)| {
+        let mut tree = file_tree.clone();
+        let single = [(name.clone(), value.clone())];
+        env::apply(&mut tree, &single).ok()?;
+        let error = serde_yaml_ng::from_value::<Config>(tree).err()?;
+        let shown = if name.contains("PASSWORD") {
+            "[hidden]".to_owned()
+        } else {
+            value.clone()
+        };
+        Some(ConfigError::Env {
+            name: name.clone(),
+            value: shown,
+            message: error.to_string(),
+        })
+    })
+}
+
 fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn yaml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temporary file");
+        file.write_all(text.as_bytes()).expect("write YAML");
+        file
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_with(None, &vars(pairs))
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let config = load_env(&[]).expect("defaults are valid");
+
+        assert_eq!(
+            config,
+            Config::default(),
+            "no file and no variables give the defaults"
+        );
+        assert_eq!(
+            config.otlp.grpc_addr.to_string(),
+            "127.0.0.1:4317",
+            "OTLP gRPC address"
+        );
+        assert_eq!(
+            config.otlp.max_request_size,
+            ByteSize::mib(64),
+            "maximum request size"
+        );
+        assert_eq!(
+            config.admin.addr.to_string(),
+            "127.0.0.1:9464",
+            "admin address"
+        );
+        assert_eq!(config.clickhouse.database, "agent_ledger", "database");
+        assert_eq!(config.clickhouse.batch_rows, 20_000, "batch rows");
+        assert_eq!(config.assembler.settle, Duration::from_secs(10), "settle");
+        assert_eq!(
+            config.assembler.root_wait,
+            Duration::from_secs(600),
+            "root wait"
+        );
+        assert_eq!(
+            config.presets.enabled,
+            vec!["genai", "openinference", "openllmetry", "crewai", "strands"],
+            "every built-in preset"
+        );
+        assert_eq!(config.policy, Policy::default(), "default policy");
+    }
+
+    #[test]
+    fn yaml_file_values() {
+        let file = yaml_file(
+            "
+otlp:
+  grpc_addr: 0.0.0.0:14317
+  max_request_size: 8MiB
+clickhouse:
+  url: https://clickhouse.internal:8443
+  database: audit
+  batch_interval: 250ms
+assembler:
+  settle: 2s
+  root_wait: 5m
+presets:
+  enabled: [openinference, genai]
+policy:
+  require: [origin.type, credential.id]
+log:
+  format: json
+",
+        );
+
+        let config = Config::load_with(Some(file.path()), &[]).expect("file is valid");
+
+        assert_eq!(
+            config.otlp.grpc_addr.to_string(),
+            "0.0.0.0:14317",
+            "gRPC address"
+        );
+        assert_eq!(
+            config.otlp.max_request_size,
+            ByteSize::mib(8),
+            "request size"
+        );
+        assert_eq!(
+            config.clickhouse.url, "https://clickhouse.internal:8443",
+            "url"
+        );
+        assert_eq!(config.clickhouse.database, "audit", "database");
+        assert_eq!(
+            config.clickhouse.batch_interval,
+            Duration::from_millis(250),
+            "interval"
+        );
+        assert_eq!(
+            config.clickhouse.batch_rows, 20_000,
+            "unset value keeps its default"
+        );
+        assert_eq!(config.assembler.settle, Duration::from_secs(2), "settle");
+        assert_eq!(
+            config.assembler.root_wait,
+            Duration::from_secs(300),
+            "root wait"
+        );
+        assert_eq!(
+            config.presets.enabled,
+            vec!["openinference", "genai"],
+            "presets"
+        );
+        assert_eq!(config.policy.require.len(), 2, "policy requirements");
+        assert_eq!(config.log.format, LogFormat::Json, "log format");
+    }
+
+    #[test]
+    fn empty_yaml_file_gives_defaults() {
+        let file = yaml_file("");
+
+        let config = Config::load_with(Some(file.path()), &[]).expect("empty file is valid");
+
+        assert_eq!(config, Config::default(), "defaults");
+    }
+
+    #[test]
+    fn env_overrides_by_path_name() {
+        type Read = fn(&Config) -> String;
+        let cases: Vec<(&str, &str, Read, &str)> = vec![
+            (
+                "AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS",
+                "500",
+                |config| config.clickhouse.batch_rows.to_string(),
+                "500",
+            ),
+            (
+                "AGENT_LEDGER_OTLP_MAX_REQUEST_SIZE",
+                "1MiB",
+                |config| config.otlp.max_request_size.as_u64().to_string(),
+                "1048576",
+            ),
+            (
+                "AGENT_LEDGER_ASSEMBLER_SETTLE",
+                "500ms",
+                |config| format!("{:?}", config.assembler.settle),
+                "500ms",
+            ),
+            (
+                "AGENT_LEDGER_CLICKHOUSE_URL",
+                "https://ch.example:8443",
+                |config| config.clickhouse.url.clone(),
+                "https://ch.example:8443",
+            ),
+            (
+                "AGENT_LEDGER_CLICKHOUSE_CREATE_SCHEMA",
+                "false",
+                |config| config.clickhouse.create_schema.to_string(),
+                "false",
+            ),
+            (
+                "AGENT_LEDGER_CLICKHOUSE_PASSWORD_FILE",
+                "/run/secrets/clickhouse",
+                |config| format!("{:?}", config.clickhouse.password_file),
+                "Some(\"/run/secrets/clickhouse\")",
+            ),
+            (
+                "AGENT_LEDGER_ASSEMBLER_MAX_BUFFERED_BYTES",
+                "256MiB",
+                |config| config.assembler.max_buffered_bytes.as_u64().to_string(),
+                "268435456",
+            ),
+            (
+                "AGENT_LEDGER_LOG_LEVEL",
+                "agent_ledger=debug",
+                |config| config.log.level.clone(),
+                "agent_ledger=debug",
+            ),
+        ];
+        for (name, value, read, expected) in cases {
+            let config = load_env(&[(name, value)])
+                .unwrap_or_else(|error| panic!("{name}={value} is valid: {error}"));
+
+            assert_eq!(read(&config), expected, "variable {name}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_yaml_file() {
+        let file = yaml_file("clickhouse:\n  batch_rows: 100\n");
+
+        let config = Config::load_with(
+            Some(file.path()),
+            &vars(&[("AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS", "200")]),
+        )
+        .expect("valid");
+
+        assert_eq!(
+            config.clickhouse.batch_rows, 200,
+            "the variable wins over the file"
+        );
+    }
+
+    #[test]
+    fn env_aliases() {
+        let config = load_env(&[
+            ("AGENT_LEDGER_SETTLE", "3s"),
+            ("AGENT_LEDGER_ROOT_WAIT", "20m"),
+            ("AGENT_LEDGER_OTLP_GRPC_ADDR", "0.0.0.0:14317"),
+        ])
+        .expect("valid");
+
+        assert_eq!(
+            config.assembler.settle,
+            Duration::from_secs(3),
+            "AGENT_LEDGER_SETTLE"
+        );
+        assert_eq!(
+            config.assembler.root_wait,
+            Duration::from_secs(1200),
+            "AGENT_LEDGER_ROOT_WAIT"
+        );
+        assert_eq!(
+            config.otlp.grpc_addr.to_string(),
+            "0.0.0.0:14317",
+            "AGENT_LEDGER_OTLP_GRPC_ADDR"
+        );
+    }
+
+    #[test]
+    fn env_path_name_beats_alias() {
+        let path_first = [
+            ("AGENT_LEDGER_ASSEMBLER_SETTLE", "3s"),
+            ("AGENT_LEDGER_SETTLE", "7s"),
+        ];
+        let alias_first = [
+            ("AGENT_LEDGER_SETTLE", "7s"),
+            ("AGENT_LEDGER_ASSEMBLER_SETTLE", "3s"),
+        ];
+        for (name, pairs) in [
+            ("path name first", path_first),
+            ("alias first", alias_first),
+        ] {
+            let config = load_env(&pairs).expect("valid");
+
+            assert_eq!(
+                config.assembler.settle,
+                Duration::from_secs(3),
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_list_settings() {
+        let cases = [
+            ("comma-separated", "genai,openinference"),
+            ("with spaces", " genai , openinference "),
+            ("YAML flow sequence", "[genai, openinference]"),
+        ];
+        for (name, value) in cases {
+            let config = load_env(&[("AGENT_LEDGER_PRESETS_ENABLED", value)]).expect("valid");
+
+            assert_eq!(
+                config.presets.enabled,
+                vec!["genai", "openinference"],
+                "case {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_policy_requirements() {
+        let config = load_env(&[("AGENT_LEDGER_POLICY_REQUIRE", "origin.type,model.version")])
+            .expect("valid");
+
+        assert_eq!(
+            config.policy.require,
+            vec![
+                crate::validate::Requirement::OriginType,
+                crate::validate::Requirement::ModelVersion
+            ],
+            "requirements from a comma-separated list"
+        );
+    }
+
+    #[test]
+    fn env_invalid_values_name_variable() {
+        let cases = [
+            ("AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS", "many"),
+            ("AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS", "-5"),
+            ("AGENT_LEDGER_CLICKHOUSE_CREATE_SCHEMA", "maybe"),
+            ("AGENT_LEDGER_PRESETS_ENABLED", "[genai"),
+        ];
+        for (name, value) in cases {
+            let error = load_env(&[(name, value)]).expect_err("invalid value");
+
+            assert!(
+                matches!(error, ConfigError::Env { .. }),
+                "{name}={value}: environment error, got {error:?}"
+            );
+            assert!(
+                error.to_string().contains(name),
+                "{name}={value}: message names the variable: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_invalid_string_values_name_variable() {
+        let cases = [
+            ("AGENT_LEDGER_ASSEMBLER_SETTLE", "soon"),
+            ("AGENT_LEDGER_OTLP_MAX_REQUEST_SIZE", "big"),
+            ("AGENT_LEDGER_OTLP_GRPC_ADDR", "localhost"),
+        ];
+        for (name, value) in cases {
+            let error = load_env(&[(name, value)]).expect_err("invalid value");
+
+            assert!(
+                error.to_string().contains(name),
+                "{name}={value}: message names the variable: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_ignores_unknown_variables() {
+        let config =
+            load_env(&[("AGENT_LEDGER_NO_SUCH_SETTING", "1"), ("HOME", "/root")]).expect("valid");
+
+        assert_eq!(
+            config,
+            Config::default(),
+            "unknown variables change nothing"
+        );
+    }
+
+    #[test]
+    fn unknown_preset_rejected() {
+        let error = load_env(&[("AGENT_LEDGER_PRESETS_ENABLED", "genai,langfuse")])
+            .expect_err("unknown preset");
+
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    setting: "presets.enabled",
+                    ..
+                }
+            ),
+            "error names presets.enabled: {error:?}"
+        );
+        assert!(
+            error.to_string().contains("langfuse"),
+            "message names the preset: {error}"
+        );
+    }
+
+    #[test]
+    fn custom_preset_enabled() {
+        let file = yaml_file(
+            "
+presets:
+  enabled: [acme, genai]
+  custom:
+    - name: acme
+      agent_name: [acme.agent]
+",
+        );
+
+        let config = Config::load_with(Some(file.path()), &[]).expect("valid");
+        let presets = config.presets().expect("presets resolve");
+
+        let names: Vec<&str> = presets.iter().map(|preset| preset.name.as_str()).collect();
+        assert_eq!(names, vec!["acme", "genai"], "custom preset first");
+        assert_eq!(
+            presets[0].agent_name,
+            vec!["acme.agent"],
+            "custom attribute names"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_settings() {
+        let cases = [
+            (
+                "root wait shorter than settle",
+                vec![
+                    ("AGENT_LEDGER_SETTLE", "30s"),
+                    ("AGENT_LEDGER_ROOT_WAIT", "10s"),
+                ],
+                "assembler.root_wait",
+            ),
+            (
+                "zero settle",
+                vec![("AGENT_LEDGER_SETTLE", "0s")],
+                "assembler.settle",
+            ),
+            (
+                "url without scheme",
+                vec![("AGENT_LEDGER_CLICKHOUSE_URL", "clickhouse:8123")],
+                "clickhouse.url",
+            ),
+            (
+                "database with a dot",
+                vec![("AGENT_LEDGER_CLICKHOUSE_DATABASE", "audit.spans")],
+                "clickhouse.database",
+            ),
+            (
+                "zero batch rows",
+                vec![("AGENT_LEDGER_CLICKHOUSE_BATCH_ROWS", "0")],
+                "clickhouse.batch_rows",
+            ),
+            (
+                "request size below 1KiB",
+                vec![("AGENT_LEDGER_OTLP_MAX_REQUEST_SIZE", "512B")],
+                "otlp.max_request_size",
+            ),
+        ];
+        for (name, pairs, expected) in cases {
+            let error = load_env(&pairs).expect_err("invalid setting");
+
+            let setting = match &error {
+                ConfigError::Invalid { setting, .. } => *setting,
+                other => panic!("case {name}: expected an invalid setting, got {other:?}"),
+            };
+            assert_eq!(setting, expected, "case {name}");
+        }
+    }
+
+    #[test]
+    fn unknown_yaml_key_rejected() {
+        let cases = [
+            ("top level", "otlpp:\n  grpc_addr: 0.0.0.0:4317\n", "otlpp"),
+            ("nested", "clickhouse:\n  urll: http://x:8123\n", "urll"),
+        ];
+        for (name, yaml, key) in cases {
+            let file = yaml_file(yaml);
+
+            let error = Config::load_with(Some(file.path()), &[]).expect_err("unknown key");
+
+            assert!(
+                matches!(error, ConfigError::Parse { .. }),
+                "case {name}: parse error, got {error:?}"
+            );
+            assert!(
+                error.to_string().contains(key),
+                "case {name}: message names {key}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_rejected() {
+        let error = Config::load_with(Some(Path::new("/nonexistent/agent-ledger.yaml")), &[])
+            .expect_err("missing file");
+
+        assert!(
+            matches!(error, ConfigError::Read { .. }),
+            "read error, got {error:?}"
+        );
+    }
+
+    #[test]
+    fn to_yaml_omits_password() {
+        let file = yaml_file("clickhouse:\n  password: from-file-secret\n");
+        let from_file = Config::load_with(Some(file.path()), &[]).expect("valid");
+        let from_env =
+            load_env(&[("AGENT_LEDGER_CLICKHOUSE_PASSWORD", "from-env-secret")]).expect("valid");
+
+        let file_yaml = from_file.to_yaml();
+        let env_yaml = from_env.to_yaml();
+
+        assert_eq!(
+            from_env.clickhouse.password, "from-env-secret",
+            "password is loaded"
+        );
+        assert!(
+            !file_yaml.contains("from-file-secret"),
+            "password from the file: {file_yaml}"
+        );
+        assert!(
+            !env_yaml.contains("from-env-secret"),
+            "password from the variable: {env_yaml}"
+        );
+        assert!(
+            !env_yaml.contains("password:"),
+            "no password key: {env_yaml}"
+        );
+    }
+
+    #[test]
+    fn to_yaml_loads_back() {
+        let config = load_env(&[
+            ("AGENT_LEDGER_SETTLE", "2s"),
+            ("AGENT_LEDGER_PRESETS_ENABLED", "strands"),
+        ])
+        .expect("valid");
+        let file = yaml_file(&config.to_yaml());
+
+        let reloaded = Config::load_with(Some(file.path()), &[]).expect("printed YAML is valid");
+
+        assert_eq!(
+            reloaded, config,
+            "printed configuration loads back unchanged"
+        );
+    }
 }

@@ -12,7 +12,14 @@ use serde_json::Value as Json;
 use crate::span::Span;
 
 /// Keys that hold a tool call id in the message shapes above.
-const ID_KEYS: [&str; 5] = ["id", "tool_call_id", "call_id", "toolCallId", "tool_use_id"];
+const ID_KEYS: [&str; 6] = [
+    "id",
+    "tool_call_id",
+    "call_id",
+    "toolCallId",
+    "tool_use_id",
+    "toolUseId",
+];
 
 /// Part or message types that carry a tool result.
 const RESULT_TYPES: [&str; 5] = [
@@ -134,5 +141,202 @@ fn looks_like_json(text: &str) -> bool {
 fn push(ids: &mut Vec<String>, id: String) {
     if !id.is_empty() && !ids.contains(&id) {
         ids.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::span;
+
+    struct Shape {
+        name: &'static str,
+        output: Json,
+        input: Json,
+    }
+
+    fn genai() -> Shape {
+        Shape {
+            name: "GenAI parts",
+            output: json!([{
+                "role": "assistant",
+                "parts": [
+                    {"type": "text", "content": "Checking."},
+                    {"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+                ],
+                "finish_reason": "tool_call"
+            }]),
+            input: json!([
+                {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+                {"role": "assistant", "parts": [
+                    {"type": "tool_call", "id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}
+                ]},
+                {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "rainy"}]}
+            ]),
+        }
+    }
+
+    fn openai() -> Shape {
+        let tool_calls = json!([{
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}
+        }]);
+        Shape {
+            name: "OpenAI chat completions",
+            output: json!([{"role": "assistant", "content": null, "tool_calls": tool_calls}]),
+            input: json!([
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": tool_calls},
+                {"role": "tool", "tool_call_id": "call_1", "content": "rainy"}
+            ]),
+        }
+    }
+
+    fn anthropic() -> Shape {
+        let tool_use = json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}});
+        Shape {
+            name: "Anthropic messages",
+            output: json!([{"role": "assistant", "content": [{"type": "text", "text": "Checking."}, tool_use]}]),
+            input: json!([
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": [tool_use]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "rainy"}]}
+            ]),
+        }
+    }
+
+    fn bedrock() -> Shape {
+        let tool_use = json!({"toolUse": {"toolUseId": "call_1", "name": "get_weather", "input": {"city": "Paris"}}});
+        Shape {
+            name: "Bedrock Converse",
+            output: json!([{"role": "assistant", "content": [{"text": "Checking."}, tool_use]}]),
+            input: json!([
+                {"role": "user", "content": [{"text": "Weather in Paris?"}]},
+                {"role": "assistant", "content": [tool_use]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": "call_1", "content": [{"text": "rainy"}]}}]}
+            ]),
+        }
+    }
+
+    fn check_shape(shape: Shape) {
+        let plain = span(1, "chat").build();
+        let output = shape.output.to_string();
+        let input = shape.input.to_string();
+
+        let requested = requested_call_ids(&plain, Some(&output));
+        let results = result_call_ids(&plain, Some(&input));
+
+        assert_eq!(
+            requested,
+            vec!["call_1"],
+            "requested ids, shape {}",
+            shape.name
+        );
+        assert_eq!(results, vec!["call_1"], "result ids, shape {}", shape.name);
+    }
+
+    #[test]
+    fn call_ids_per_shape() {
+        for shape in [genai(), openai(), anthropic()] {
+            check_shape(shape);
+        }
+    }
+
+    #[test]
+    fn call_ids_bedrock_shape() {
+        check_shape(bedrock());
+    }
+
+    #[test]
+    fn call_ids_inside_json_string() {
+        let plain = span(1, "chat").build();
+        let output = json!({"messages": genai().output.to_string()}).to_string();
+        let input = json!({"messages": openai().input.to_string()}).to_string();
+        let input_as_string = Json::String(anthropic().input.to_string()).to_string();
+
+        let requested = requested_call_ids(&plain, Some(&output));
+        let results = result_call_ids(&plain, Some(&input));
+        let results_top_level = result_call_ids(&plain, Some(&input_as_string));
+
+        assert_eq!(
+            requested,
+            vec!["call_1"],
+            "requested ids in a nested JSON string"
+        );
+        assert_eq!(
+            results,
+            vec!["call_1"],
+            "result ids in a nested JSON string"
+        );
+        assert_eq!(
+            results_top_level,
+            vec!["call_1"],
+            "result ids in a top-level JSON string"
+        );
+    }
+
+    #[test]
+    fn call_ids_flattened_openinference() {
+        let flattened = span(1, "ChatOpenAI")
+            .attr(
+                "llm.output_messages.0.message.tool_calls.0.tool_call.id",
+                "call_1",
+            )
+            .attr(
+                "llm.output_messages.0.message.tool_calls.1.tool_call.id",
+                "call_2",
+            )
+            .attr(
+                "llm.output_messages.1.message.tool_calls.0.tool_call.id",
+                "call_1",
+            )
+            .attr("llm.input_messages.0.message.role", "user")
+            .attr("llm.input_messages.0.message.tool_call_id", "call_0")
+            .attr("llm.input_messages.2.message.role", "tool")
+            .attr("llm.input_messages.2.message.tool_call_id", "call_3")
+            .build();
+
+        let requested = requested_call_ids(&flattened, None);
+        let results = result_call_ids(&flattened, None);
+
+        assert_eq!(
+            requested,
+            vec!["call_1", "call_2"],
+            "requested ids, each once"
+        );
+        assert_eq!(results, vec!["call_3"], "result ids of tool messages only");
+    }
+
+    #[test]
+    fn call_ids_without_messages() {
+        let plain = span(1, "chat").build();
+
+        let requested = requested_call_ids(&plain, Some("not json"));
+        let results = result_call_ids(&plain, None);
+
+        assert!(
+            requested.is_empty(),
+            "text that is not JSON has no ids: {requested:?}"
+        );
+        assert!(results.is_empty(), "no messages, no ids: {results:?}");
+    }
+
+    #[test]
+    fn result_ids_skip_requests() {
+        let plain = span(1, "chat").build();
+        let input = json!([
+            {"role": "assistant", "tool_calls": [{"id": "call_9", "type": "function"}]}
+        ])
+        .to_string();
+
+        let results = result_call_ids(&plain, Some(&input));
+
+        assert!(
+            results.is_empty(),
+            "a request in the input is not a result: {results:?}"
+        );
     }
 }

@@ -120,7 +120,10 @@ impl Resolver {
 
     /// Names of the active presets, in order.
     pub fn names(&self) -> Vec<&str> {
-        self.presets.iter().map(|preset| preset.name.as_str()).collect()
+        self.presets
+            .iter()
+            .map(|preset| preset.name.as_str())
+            .collect()
     }
 
     /// Resolves the facts of one span.
@@ -175,9 +178,633 @@ fn rule_matches(rule: &KindRule, span: &Span) -> bool {
             return false;
         };
         return rule.equals.is_empty()
-            || rule.equals.iter().any(|expected| expected.eq_ignore_ascii_case(value.trim()));
+            || rule
+                .equals
+                .iter()
+                .any(|expected| expected.eq_ignore_ascii_case(value.trim()));
     }
     rule.span_name_prefix
         .iter()
         .any(|prefix| span.name.starts_with(prefix.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::builtin::{crewai, genai, openinference, openllmetry, strands};
+    use super::*;
+    use crate::testing::span;
+
+    struct KindCase {
+        name: &'static str,
+        preset: fn() -> Preset,
+        span_name: &'static str,
+        attributes: &'static [(&'static str, &'static str)],
+        expected: Option<StepKind>,
+    }
+
+    const KIND_CASES: &[KindCase] = &[
+        KindCase {
+            name: "genai invoke_agent operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "invoke_agent")],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "genai create_agent operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "create_agent")],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "genai invoke_workflow operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "invoke_workflow")],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "genai chat operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "chat")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai text_completion operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "text_completion")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai generate_content operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "generate_content")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai embeddings operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "embeddings")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai execute_tool operation",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "execute_tool")],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "genai operation in upper case",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.operation.name", "CHAT")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai operation before span name",
+            preset: genai,
+            span_name: "chat gpt-4o",
+            attributes: &[("gen_ai.operation.name", "execute_tool")],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "genai invoke_agent name prefix",
+            preset: genai,
+            span_name: "invoke_agent planner",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "genai create_agent name prefix",
+            preset: genai,
+            span_name: "create_agent planner",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "genai chat name prefix",
+            preset: genai,
+            span_name: "chat gpt-4o",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai text_completion name prefix",
+            preset: genai,
+            span_name: "text_completion davinci",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai generate_content name prefix",
+            preset: genai,
+            span_name: "generate_content gemini-2.0-flash",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai execute_tool name prefix",
+            preset: genai,
+            span_name: "execute_tool get_weather",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "genai tool name present",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.tool.name", "get_weather")],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "genai request model present",
+            preset: genai,
+            span_name: "run",
+            attributes: &[("gen_ai.request.model", "gpt-4o")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "genai unknown span",
+            preset: genai,
+            span_name: "POST /tasks",
+            attributes: &[],
+            expected: None,
+        },
+        KindCase {
+            name: "openinference AGENT",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "AGENT")],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "openinference LLM",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "LLM")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "openinference llm in lower case",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "llm")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "openinference TOOL",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "TOOL")],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "openinference CHAIN",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "CHAIN")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference RETRIEVER",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "RETRIEVER")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference EMBEDDING",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "EMBEDDING")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference RERANKER",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "RERANKER")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference GUARDRAIL",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "GUARDRAIL")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference EVALUATOR",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "EVALUATOR")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openinference unknown kind",
+            preset: openinference,
+            span_name: "run",
+            attributes: &[("openinference.span.kind", "PROMPT")],
+            expected: None,
+        },
+        KindCase {
+            name: "openllmetry agent",
+            preset: openllmetry,
+            span_name: "run",
+            attributes: &[("traceloop.span.kind", "agent")],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "openllmetry tool",
+            preset: openllmetry,
+            span_name: "run",
+            attributes: &[("traceloop.span.kind", "tool")],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "openllmetry workflow",
+            preset: openllmetry,
+            span_name: "run",
+            attributes: &[("traceloop.span.kind", "workflow")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openllmetry task",
+            preset: openllmetry,
+            span_name: "run",
+            attributes: &[("traceloop.span.kind", "task")],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "openllmetry chat request",
+            preset: openllmetry,
+            span_name: "openai.chat",
+            attributes: &[("llm.request.type", "chat")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "openllmetry completion request",
+            preset: openllmetry,
+            span_name: "openai.completion",
+            attributes: &[("llm.request.type", "completion")],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "crewai Crew Execution",
+            preset: crewai,
+            span_name: "Crew Execution",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "crewai execute crew",
+            preset: crewai,
+            span_name: "execute crew",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "crewai Agent Execution",
+            preset: crewai,
+            span_name: "Agent Execution",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "crewai execute agent",
+            preset: crewai,
+            span_name: "execute agent",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "crewai LLM Call",
+            preset: crewai,
+            span_name: "LLM Call",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "crewai call llm",
+            preset: crewai,
+            span_name: "call llm",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "crewai Tool Usage",
+            preset: crewai,
+            span_name: "Tool Usage",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "crewai Tool Execution",
+            preset: crewai,
+            span_name: "Tool Execution",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "crewai call tool",
+            preset: crewai,
+            span_name: "call tool",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "strands event loop cycle",
+            preset: strands,
+            span_name: "execute_event_loop_cycle",
+            attributes: &[],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "strands numbered cycle",
+            preset: strands,
+            span_name: "Cycle 3",
+            attributes: &[],
+            expected: Some(StepKind::Other),
+        },
+        KindCase {
+            name: "strands invoke_agent",
+            preset: strands,
+            span_name: "invoke_agent weather_bot",
+            attributes: &[],
+            expected: Some(StepKind::Agent),
+        },
+        KindCase {
+            name: "strands chat",
+            preset: strands,
+            span_name: "chat",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "strands Model invoke",
+            preset: strands,
+            span_name: "Model invoke",
+            attributes: &[],
+            expected: Some(StepKind::Inference),
+        },
+        KindCase {
+            name: "strands execute_tool",
+            preset: strands,
+            span_name: "execute_tool get_weather",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+        KindCase {
+            name: "strands Tool: prefix",
+            preset: strands,
+            span_name: "Tool: get_weather",
+            attributes: &[],
+            expected: Some(StepKind::Tool),
+        },
+    ];
+
+    #[test]
+    fn kind_rules_per_preset() {
+        for case in KIND_CASES {
+            let resolver = Resolver::new(vec![(case.preset)()]);
+            let mut builder = span(1, case.span_name);
+            for (key, value) in case.attributes {
+                builder = builder.attr(key, value);
+            }
+
+            let facts = resolver.resolve(&builder.build());
+
+            assert_eq!(facts.kind, case.expected, "case {}", case.name);
+        }
+    }
+
+    #[test]
+    fn kind_cases_cover_every_builtin() {
+        for preset in builtin_presets() {
+            let covered = KIND_CASES
+                .iter()
+                .any(|case| (case.preset)().name == preset.name);
+
+            assert!(covered, "no kind case for preset {}", preset.name);
+        }
+    }
+
+    #[test]
+    fn resolve_span_before_resource() {
+        let with_both = span(1, "run")
+            .attr("agent.name", "span-agent")
+            .resource_attr("gen_ai.agent.name", "resource-agent")
+            .resource_attr("gen_ai.request.model", "resource-model")
+            .build();
+
+        let facts = Resolver::default().resolve(&with_both);
+
+        assert_eq!(
+            facts.agent_name.as_deref(),
+            Some("span-agent"),
+            "a lower preset's name on the span beats a higher preset's name on the resource"
+        );
+        assert_eq!(
+            facts.request_model.as_deref(),
+            Some("resource-model"),
+            "the resource fills what the span lacks"
+        );
+    }
+
+    #[test]
+    fn resolve_first_preset_wins() {
+        let with_both = span(1, "run")
+            .attr("gen_ai.agent.name", "genai-agent")
+            .attr("agent.name", "openinference-agent")
+            .build();
+
+        let genai_first = Resolver::new(vec![genai(), openinference()]).resolve(&with_both);
+        let openinference_first = Resolver::new(vec![openinference(), genai()]).resolve(&with_both);
+
+        assert_eq!(
+            genai_first.agent_name.as_deref(),
+            Some("genai-agent"),
+            "genai listed first"
+        );
+        assert_eq!(
+            openinference_first.agent_name.as_deref(),
+            Some("openinference-agent"),
+            "openinference listed first"
+        );
+    }
+
+    #[test]
+    fn kind_first_preset_wins() {
+        let both = span(1, "execute_tool search")
+            .attr("openinference.span.kind", "LLM")
+            .build();
+
+        let default_order = Resolver::default().resolve(&both);
+        let openinference_first = Resolver::new(vec![openinference(), genai()]).resolve(&both);
+
+        assert_eq!(
+            default_order.kind,
+            Some(StepKind::Tool),
+            "genai name rule comes first"
+        );
+        assert_eq!(
+            openinference_first.kind,
+            Some(StepKind::Inference),
+            "openinference listed first"
+        );
+    }
+
+    #[test]
+    fn resolve_first_listed_name() {
+        let with_both = span(1, "chat")
+            .attr("gen_ai.system", "openai")
+            .attr("gen_ai.provider.name", "azure.ai.openai")
+            .build();
+        let with_system = span(2, "chat").attr("gen_ai.system", "openai").build();
+
+        let resolver = Resolver::default();
+
+        assert_eq!(
+            resolver.resolve(&with_both).provider.as_deref(),
+            Some("azure.ai.openai"),
+            "gen_ai.provider.name is listed before gen_ai.system"
+        );
+        assert_eq!(
+            resolver.resolve(&with_system).provider.as_deref(),
+            Some("openai"),
+            "gen_ai.system alone"
+        );
+    }
+
+    #[test]
+    fn resolve_skips_empty_values() {
+        let blank = span(1, "run")
+            .attr("gen_ai.agent.name", "  ")
+            .attr("agent.name", "fallback-agent")
+            .build();
+
+        let facts = Resolver::default().resolve(&blank);
+
+        assert_eq!(
+            facts.agent_name.as_deref(),
+            Some("fallback-agent"),
+            "blank value skipped"
+        );
+    }
+
+    #[test]
+    fn resolve_root_and_messages_from_span_only() {
+        let resource_only = span(1, "run")
+            .resource_attr(ORIGIN_TYPE, "user_request")
+            .resource_attr("gen_ai.input.messages", "[]")
+            .build();
+        let on_span = span(2, "run")
+            .attr(ORIGIN_TYPE, "user_request")
+            .attr("gen_ai.input.messages", "[]")
+            .build();
+
+        let resolver = Resolver::default();
+        let from_resource = resolver.resolve(&resource_only);
+        let from_span = resolver.resolve(&on_span);
+
+        assert!(
+            !from_resource.is_root,
+            "origin type on the resource marks no root"
+        );
+        assert_eq!(
+            from_resource.input_messages, None,
+            "messages on the resource are ignored"
+        );
+        assert!(from_span.is_root, "origin type on the span marks the root");
+        assert_eq!(
+            from_span.input_messages.as_deref(),
+            Some("[]"),
+            "messages on the span"
+        );
+    }
+
+    #[test]
+    fn resolve_custom_preset() {
+        let yaml = "
+name: acme
+agent_name: [acme.agent]
+tool_name: [acme.tool]
+tool_call_id: [acme.call]
+kinds:
+  - kind: tool
+    attribute: acme.step
+    equals: [tool]
+  - kind: agent
+    attribute: acme.agent
+  - kind: inference
+    span_name_prefix: ['llm.']
+";
+        let preset: Preset = serde_yaml_ng::from_str(yaml).expect("custom preset parses");
+        let resolver = Resolver::new(vec![preset, genai()]);
+        let tool_step = span(1, "step")
+            .attr("acme.step", "TOOL")
+            .attr("acme.tool", "crm_lookup")
+            .attr("acme.call", "c-7")
+            .build();
+        let agent_step = span(2, "step").attr("acme.agent", "sales-bot").build();
+        let model_step = span(3, "llm.generate").build();
+
+        let tool_facts = resolver.resolve(&tool_step);
+        let agent_facts = resolver.resolve(&agent_step);
+        let model_facts = resolver.resolve(&model_step);
+
+        assert_eq!(
+            resolver.names(),
+            vec!["acme", "genai"],
+            "preset names in order"
+        );
+        assert_eq!(
+            tool_facts.kind,
+            Some(StepKind::Tool),
+            "attribute rule with a value"
+        );
+        assert_eq!(
+            tool_facts.tool_name.as_deref(),
+            Some("crm_lookup"),
+            "tool name"
+        );
+        assert_eq!(
+            tool_facts.tool_call_id.as_deref(),
+            Some("c-7"),
+            "tool call id"
+        );
+        assert_eq!(
+            agent_facts.kind,
+            Some(StepKind::Agent),
+            "attribute rule on presence"
+        );
+        assert_eq!(
+            agent_facts.agent_name.as_deref(),
+            Some("sales-bot"),
+            "agent name"
+        );
+        assert_eq!(
+            model_facts.kind,
+            Some(StepKind::Inference),
+            "span name prefix rule"
+        );
+    }
+
+    #[test]
+    fn custom_preset_rejects_unknown_field() {
+        let yaml = "name: acme\nagent: [acme.agent]\n";
+
+        let parsed = serde_yaml_ng::from_str::<Preset>(yaml);
+
+        assert!(
+            parsed.is_err(),
+            "unknown field `agent` accepted: {parsed:?}"
+        );
+    }
 }

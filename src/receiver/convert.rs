@@ -25,7 +25,10 @@ pub struct RequestContext {
 }
 
 /// Checks every span of `request`; a failing span never affects the others.
-pub fn convert_request(request: otlp::ExportTraceServiceRequest, context: &RequestContext) -> Converted {
+pub fn convert_request(
+    request: otlp::ExportTraceServiceRequest,
+    context: &RequestContext,
+) -> Converted {
     let mut converted = Converted::default();
     for resource_spans in request.resource_spans {
         convert_resource_spans(resource_spans, context, &mut converted);
@@ -53,9 +56,15 @@ fn convert_resource_spans(
             };
             match outcome {
                 Ok(span) => converted.spans.push(span),
-                Err((reason, detail)) => converted
-                    .rejected
-                    .push(rejected_from_raw(&span, &raw_resource, &raw_scope, reason, detail, context, raw)),
+                Err((reason, detail)) => converted.rejected.push(rejected_from_raw(
+                    &span,
+                    &raw_resource,
+                    &raw_scope,
+                    reason,
+                    detail,
+                    context,
+                    raw,
+                )),
             }
         }
     }
@@ -63,7 +72,11 @@ fn convert_resource_spans(
 
 /// The span as received, alone in a `ResourceSpans` with its resource and
 /// scope, so a quarantined span can be read back whole.
-fn raw_copy(resource: &otlp::Resource, scope: &otlp::InstrumentationScope, span: &otlp::Span) -> Arc<Vec<u8>> {
+fn raw_copy(
+    resource: &otlp::Resource,
+    scope: &otlp::InstrumentationScope,
+    span: &otlp::Span,
+) -> Arc<Vec<u8>> {
     let message = otlp::ResourceSpans {
         resource: Some(resource.clone()),
         scope_spans: vec![otlp::ScopeSpans {
@@ -77,11 +90,13 @@ fn raw_copy(resource: &otlp::Resource, scope: &otlp::InstrumentationScope, span:
 }
 
 fn convert_resource(resource: &otlp::Resource) -> Result<Arc<Resource>, String> {
-    let attributes = convert_attributes(&resource.attributes).map_err(|key| {
-        format!("resource attribute {key} is not valid UTF-8")
-    })?;
+    let attributes = convert_attributes(&resource.attributes)
+        .map_err(|key| format!("resource attribute {key} is not valid UTF-8"))?;
     let service_name = attributes.get_text("service.name").unwrap_or_default();
-    Ok(Arc::new(Resource { attributes, service_name }))
+    Ok(Arc::new(Resource {
+        attributes,
+        service_name,
+    }))
 }
 
 fn convert_scope(scope: &otlp::InstrumentationScope) -> Result<Arc<Scope>, String> {
@@ -106,8 +121,12 @@ fn convert_span(
     let text = |bytes: &[u8], what: &str| {
         utf8(bytes).ok_or_else(|| (Reason::InvalidUtf8, format!("{what} is not valid UTF-8")))
     };
-    let attributes = convert_attributes(&span.attributes)
-        .map_err(|key| (Reason::InvalidUtf8, format!("attribute {key} is not valid UTF-8")))?;
+    let attributes = convert_attributes(&span.attributes).map_err(|key| {
+        (
+            Reason::InvalidUtf8,
+            format!("attribute {key} is not valid UTF-8"),
+        )
+    })?;
     let status = span.status.clone().unwrap_or_default();
     let content_hash = Sha256::digest(raw.as_slice()).into();
     Ok(Span {
@@ -135,7 +154,10 @@ fn convert_span(
 
 fn check_trace_id(bytes: &[u8]) -> Result<TraceId, Failure> {
     let id: [u8; 16] = bytes.try_into().map_err(|_| {
-        (Reason::InvalidTraceId, format!("trace id has {} bytes, expected 16", bytes.len()))
+        (
+            Reason::InvalidTraceId,
+            format!("trace id has {} bytes, expected 16", bytes.len()),
+        )
     })?;
     if id == [0; 16] {
         return Err((Reason::InvalidTraceId, "trace id is all zero".to_owned()));
@@ -145,7 +167,10 @@ fn check_trace_id(bytes: &[u8]) -> Result<TraceId, Failure> {
 
 fn check_span_id(bytes: &[u8], what: &str) -> Result<SpanId, Failure> {
     let id: [u8; 8] = bytes.try_into().map_err(|_| {
-        (Reason::InvalidSpanId, format!("{what} has {} bytes, expected 8", bytes.len()))
+        (
+            Reason::InvalidSpanId,
+            format!("{what} has {} bytes, expected 8", bytes.len()),
+        )
     })?;
     if id == [0; 8] {
         return Err((Reason::InvalidSpanId, format!("{what} is all zero")));
@@ -178,12 +203,23 @@ fn convert_events(events: &[otlp::Event]) -> Result<Vec<Event>, Failure> {
     events
         .iter()
         .map(|event| {
-            let name = utf8(&event.name)
-                .ok_or_else(|| (Reason::InvalidUtf8, "event name is not valid UTF-8".to_owned()))?;
-            let attributes = convert_attributes(&event.attributes).map_err(|key| {
-                (Reason::InvalidUtf8, format!("event {name} attribute {key} is not valid UTF-8"))
+            let name = utf8(&event.name).ok_or_else(|| {
+                (
+                    Reason::InvalidUtf8,
+                    "event name is not valid UTF-8".to_owned(),
+                )
             })?;
-            Ok(Event { time_unix_nano: event.time_unix_nano, name, attributes })
+            let attributes = convert_attributes(&event.attributes).map_err(|key| {
+                (
+                    Reason::InvalidUtf8,
+                    format!("event {name} attribute {key} is not valid UTF-8"),
+                )
+            })?;
+            Ok(Event {
+                time_unix_nano: event.time_unix_nano,
+                name,
+                attributes,
+            })
         })
         .collect()
 }
@@ -193,10 +229,17 @@ fn convert_links(links: &[otlp::Link]) -> Result<Vec<Link>, Failure> {
         .iter()
         .map(|link| {
             let attributes = convert_attributes(&link.attributes).map_err(|key| {
-                (Reason::InvalidUtf8, format!("link attribute {key} is not valid UTF-8"))
+                (
+                    Reason::InvalidUtf8,
+                    format!("link attribute {key} is not valid UTF-8"),
+                )
             })?;
-            let trace_state = utf8(&link.trace_state)
-                .ok_or_else(|| (Reason::InvalidUtf8, "link trace state is not valid UTF-8".to_owned()))?;
+            let trace_state = utf8(&link.trace_state).ok_or_else(|| {
+                (
+                    Reason::InvalidUtf8,
+                    "link trace state is not valid UTF-8".to_owned(),
+                )
+            })?;
             Ok(Link {
                 trace_id: hex::encode(&link.trace_id),
                 span_id: hex::encode(&link.span_id),
@@ -306,7 +349,9 @@ fn rejected_from_raw(
         scope_name: lossy(&scope.name),
         scope_version: lossy(&scope.version),
         span_attributes: lossy_pairs(&span.attributes),
-        duration_nanos: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
+        duration_nanos: span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano),
         status_code: crate::span::status_code_name(status.code).to_owned(),
         status_message: lossy(&status.message),
         reason: Some(reason),
@@ -321,6 +366,543 @@ fn rejected_from_raw(
 /// a quarantined span whose workflow root arrived later.
 pub fn span_from_raw(raw: &[u8], context: &RequestContext) -> Option<Span> {
     let resource_spans = otlp::ResourceSpans::decode(raw).ok()?;
-    let request = otlp::ExportTraceServiceRequest { resource_spans: vec![resource_spans] };
+    let request = otlp::ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans],
+    };
     convert_request(request, context).spans.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
+
+    /// Bytes that are not valid UTF-8: a lone continuation byte.
+    const INVALID: &[u8] = &[b'a', 0x80, b'b'];
+
+    const START: u64 = 1_700_000_000_000_000_000;
+
+    fn context() -> RequestContext {
+        RequestContext {
+            received_at_unix_nano: 42,
+            sender: Arc::from("token-a"),
+        }
+    }
+
+    fn span_bytes(n: u8) -> Vec<u8> {
+        vec![0, 0, 0, 0, 0, 0, 0, n]
+    }
+
+    fn id(n: u8) -> SpanId {
+        SpanId([0, 0, 0, 0, 0, 0, 0, n])
+    }
+
+    fn valid_span(n: u8) -> otlp::Span {
+        otlp::Span {
+            trace_id: vec![7; 16],
+            span_id: span_bytes(n),
+            name: b"chat gpt-4o".to_vec(),
+            kind: 3,
+            start_time_unix_nano: START,
+            end_time_unix_nano: START + 1_000,
+            attributes: vec![KeyValue::string("gen_ai.operation.name", "chat")],
+            ..Default::default()
+        }
+    }
+
+    fn service(name: &str) -> otlp::Resource {
+        otlp::Resource {
+            attributes: vec![KeyValue::string("service.name", name)],
+            dropped_attributes_count: 0,
+        }
+    }
+
+    fn scope(name: &[u8]) -> otlp::InstrumentationScope {
+        otlp::InstrumentationScope {
+            name: name.to_vec(),
+            version: b"1.0".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn resource_spans(
+        resource: otlp::Resource,
+        scope: otlp::InstrumentationScope,
+        spans: Vec<otlp::Span>,
+    ) -> otlp::ResourceSpans {
+        otlp::ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![otlp::ScopeSpans {
+                scope: Some(scope),
+                spans,
+                schema_url: Vec::new(),
+            }],
+            schema_url: Vec::new(),
+        }
+    }
+
+    fn request(groups: Vec<otlp::ResourceSpans>) -> otlp::ExportTraceServiceRequest {
+        otlp::ExportTraceServiceRequest {
+            resource_spans: groups,
+        }
+    }
+
+    fn any(value: any_value::Value) -> Option<AnyValue> {
+        Some(AnyValue { value: Some(value) })
+    }
+
+    fn raw_string(bytes: &[u8]) -> AnyValue {
+        AnyValue {
+            value: Some(any_value::Value::StringValue(bytes.to_vec())),
+        }
+    }
+
+    fn pair(key: &[u8], value: Option<AnyValue>) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value,
+        }
+    }
+
+    fn event(name: &[u8], attributes: Vec<KeyValue>) -> otlp::Event {
+        otlp::Event {
+            time_unix_nano: START + 10,
+            name: name.to_vec(),
+            attributes,
+            dropped_attributes_count: 0,
+        }
+    }
+
+    fn link_with(attributes: Vec<KeyValue>, trace_state: &[u8]) -> otlp::Link {
+        otlp::Link {
+            trace_id: vec![9; 16],
+            span_id: span_bytes(9),
+            trace_state: trace_state.to_vec(),
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn span_ids(spans: &[Span]) -> Vec<SpanId> {
+        spans.iter().map(|span| span.span_id).collect()
+    }
+
+    type Mutation = fn(&mut otlp::Span);
+
+    fn span_cases() -> Vec<(&'static str, Mutation, Option<Reason>)> {
+        vec![
+            ("valid span", |_| {}, None),
+            (
+                "trace id of 15 bytes",
+                |span| span.trace_id = vec![7; 15],
+                Some(Reason::InvalidTraceId),
+            ),
+            (
+                "trace id of 17 bytes",
+                |span| span.trace_id = vec![7; 17],
+                Some(Reason::InvalidTraceId),
+            ),
+            (
+                "trace id all zero",
+                |span| span.trace_id = vec![0; 16],
+                Some(Reason::InvalidTraceId),
+            ),
+            (
+                "trace id empty",
+                |span| span.trace_id = Vec::new(),
+                Some(Reason::InvalidTraceId),
+            ),
+            (
+                "span id of 7 bytes",
+                |span| span.span_id = vec![2; 7],
+                Some(Reason::InvalidSpanId),
+            ),
+            (
+                "span id of 9 bytes",
+                |span| span.span_id = vec![2; 9],
+                Some(Reason::InvalidSpanId),
+            ),
+            (
+                "span id all zero",
+                |span| span.span_id = vec![0; 8],
+                Some(Reason::InvalidSpanId),
+            ),
+            (
+                "parent all zero",
+                |span| span.parent_span_id = vec![0; 8],
+                None,
+            ),
+            (
+                "parent of 7 bytes",
+                |span| span.parent_span_id = vec![3; 7],
+                Some(Reason::InvalidSpanId),
+            ),
+            (
+                "parent of 16 bytes",
+                |span| span.parent_span_id = vec![3; 16],
+                Some(Reason::InvalidSpanId),
+            ),
+            (
+                "start time zero",
+                |span| span.start_time_unix_nano = 0,
+                Some(Reason::InvalidTimestamps),
+            ),
+            (
+                "end before start",
+                |span| span.end_time_unix_nano = span.start_time_unix_nano - 1,
+                Some(Reason::InvalidTimestamps),
+            ),
+            (
+                "end equal to start",
+                |span| span.end_time_unix_nano = span.start_time_unix_nano,
+                None,
+            ),
+            (
+                "span name",
+                |span| span.name = INVALID.to_vec(),
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "trace state",
+                |span| span.trace_state = INVALID.to_vec(),
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "attribute key",
+                |span| {
+                    span.attributes
+                        .push(pair(INVALID, any(any_value::Value::BoolValue(true))))
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "attribute value",
+                |span| {
+                    span.attributes
+                        .push(pair(b"note", Some(raw_string(INVALID))))
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "nested array value",
+                |span| {
+                    let array = ArrayValue {
+                        values: vec![raw_string(b"ok"), raw_string(INVALID)],
+                    };
+                    span.attributes
+                        .push(pair(b"list", any(any_value::Value::ArrayValue(array))));
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "nested key-value list key",
+                |span| {
+                    let list = KeyValueList {
+                        values: vec![pair(INVALID, Some(raw_string(b"ok")))],
+                    };
+                    span.attributes
+                        .push(pair(b"map", any(any_value::Value::KvlistValue(list))));
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "event name",
+                |span| span.events.push(event(INVALID, Vec::new())),
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "event attribute",
+                |span| {
+                    span.events.push(event(
+                        b"retry",
+                        vec![pair(b"why", Some(raw_string(INVALID)))],
+                    ))
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "link attribute",
+                |span| {
+                    span.links.push(link_with(
+                        vec![pair(b"why", Some(raw_string(INVALID)))],
+                        b"",
+                    ))
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "link trace state",
+                |span| span.links.push(link_with(Vec::new(), INVALID)),
+                Some(Reason::InvalidUtf8),
+            ),
+            (
+                "status message",
+                |span| {
+                    span.status = Some(otlp::Status {
+                        message: INVALID.to_vec(),
+                        code: 2,
+                    })
+                },
+                Some(Reason::InvalidUtf8),
+            ),
+        ]
+    }
+
+    #[test]
+    fn convert_per_span_checks() {
+        for (name, mutate, expected) in span_cases() {
+            let mut checked = valid_span(2);
+            mutate(&mut checked);
+            let spans = vec![valid_span(1), checked.clone(), valid_span(3)];
+            let request = request(vec![resource_spans(service("agent"), scope(b"sdk"), spans)]);
+
+            let converted = convert_request(request, &context());
+
+            let reasons: Vec<Option<Reason>> =
+                converted.rejected.iter().map(|row| row.reason).collect();
+            match expected {
+                None => {
+                    assert_eq!(converted.spans.len(), 3, "case {name}: every span converts");
+                    assert!(
+                        reasons.is_empty(),
+                        "case {name}: nothing rejected, got {reasons:?}"
+                    );
+                }
+                Some(reason) => {
+                    let neighbours = vec![id(1), id(3)];
+                    assert_eq!(
+                        span_ids(&converted.spans),
+                        neighbours,
+                        "case {name}: valid neighbours convert"
+                    );
+                    assert_eq!(reasons, vec![Some(reason)], "case {name}: reason");
+                    let row = &converted.rejected[0];
+                    assert_eq!(
+                        row.span_id,
+                        hex::encode(&checked.span_id),
+                        "case {name}: rejected span id"
+                    );
+                    assert_eq!(row.sender, "token-a", "case {name}: sender");
+                    assert!(!row.detail.is_empty(), "case {name}: detail");
+                    assert!(!row.raw_span.is_empty(), "case {name}: raw span kept");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn convert_parent_id_forms() {
+        let cases: Vec<(&str, Vec<u8>, Option<SpanId>)> = vec![
+            ("empty", Vec::new(), None),
+            ("all zero", vec![0; 8], None),
+            ("four zero bytes", vec![0; 4], None),
+            ("valid", span_bytes(5), Some(id(5))),
+        ];
+        for (name, parent, expected) in cases {
+            let mut child = valid_span(2);
+            child.parent_span_id = parent;
+            let request = request(vec![resource_spans(
+                service("agent"),
+                scope(b"sdk"),
+                vec![child],
+            )]);
+
+            let converted = convert_request(request, &context());
+
+            assert_eq!(converted.spans.len(), 1, "case {name}: span converts");
+            assert_eq!(
+                converted.spans[0].parent_span_id, expected,
+                "case {name}: parent"
+            );
+        }
+    }
+
+    #[test]
+    fn convert_rejects_invalid_resource() {
+        let bad_resource = otlp::Resource {
+            attributes: vec![
+                KeyValue::string("service.name", "broken"),
+                pair(b"host.name", Some(raw_string(INVALID))),
+            ],
+            dropped_attributes_count: 0,
+        };
+        let request = request(vec![
+            resource_spans(
+                bad_resource,
+                scope(b"sdk"),
+                vec![valid_span(1), valid_span(2)],
+            ),
+            resource_spans(service("agent"), scope(b"sdk"), vec![valid_span(3)]),
+        ]);
+
+        let converted = convert_request(request, &context());
+
+        let rejected: Vec<&str> = converted
+            .rejected
+            .iter()
+            .map(|row| row.span_id.as_str())
+            .collect();
+        assert_eq!(
+            rejected,
+            vec!["0000000000000001", "0000000000000002"],
+            "every span of the resource"
+        );
+        for row in &converted.rejected {
+            assert_eq!(
+                row.reason,
+                Some(Reason::InvalidUtf8),
+                "reason of span {}",
+                row.span_id
+            );
+            assert_eq!(
+                row.service_name, "broken",
+                "service name of span {}",
+                row.span_id
+            );
+        }
+        assert_eq!(
+            span_ids(&converted.spans).len(),
+            1,
+            "the other resource's span converts"
+        );
+    }
+
+    #[test]
+    fn convert_rejects_invalid_scope() {
+        let request = request(vec![otlp::ResourceSpans {
+            resource: Some(service("agent")),
+            scope_spans: vec![
+                otlp::ScopeSpans {
+                    scope: Some(scope(INVALID)),
+                    spans: vec![valid_span(1)],
+                    schema_url: Vec::new(),
+                },
+                otlp::ScopeSpans {
+                    scope: Some(scope(b"sdk")),
+                    spans: vec![valid_span(2)],
+                    schema_url: Vec::new(),
+                },
+            ],
+            schema_url: Vec::new(),
+        }]);
+
+        let converted = convert_request(request, &context());
+
+        let reasons: Vec<Option<Reason>> =
+            converted.rejected.iter().map(|row| row.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![Some(Reason::InvalidUtf8)],
+            "span of the invalid scope"
+        );
+        assert_eq!(converted.spans.len(), 1, "span of the valid scope converts");
+    }
+
+    #[test]
+    fn convert_keeps_span_fields() {
+        let mut full = valid_span(2);
+        full.parent_span_id = span_bytes(1);
+        full.trace_state = b"vendor=1".to_vec();
+        full.attributes
+            .push(pair(b"retries", any(any_value::Value::IntValue(3))));
+        full.events
+            .push(event(b"retry", vec![KeyValue::string("why", "timeout")]));
+        full.links.push(link_with(Vec::new(), b""));
+        full.status = Some(otlp::Status {
+            message: b"upstream failed".to_vec(),
+            code: 2,
+        });
+        let request = request(vec![resource_spans(
+            service("agent"),
+            scope(b"sdk"),
+            vec![full],
+        )]);
+
+        let converted = convert_request(request, &context());
+
+        let span = &converted.spans[0];
+        assert_eq!(span.trace_id, TraceId([7; 16]), "trace id");
+        assert_eq!(span.parent_span_id, Some(id(1)), "parent");
+        assert_eq!(span.trace_state, "vendor=1", "trace state");
+        assert_eq!(span.name, "chat gpt-4o", "name");
+        assert_eq!(
+            span.attributes.get("retries"),
+            Some(&Value::Int(3)),
+            "int attribute"
+        );
+        assert_eq!(span.events[0].name, "retry", "event name");
+        assert_eq!(
+            span.links[0].span_id, "0000000000000009",
+            "link span id as hex"
+        );
+        assert_eq!(span.status_message, "upstream failed", "status message");
+        assert_eq!(span.resource.service_name, "agent", "service name");
+        assert_eq!(span.scope.name, "sdk", "scope name");
+        assert_eq!(span.received_at_unix_nano, 42, "received time");
+        assert_eq!(&*span.sender, "token-a", "sender");
+    }
+
+    #[test]
+    fn convert_content_hash_tracks_content() {
+        let mut changed = valid_span(1);
+        changed.attributes.push(KeyValue::string("extra", "value"));
+        let convert_one = |span: otlp::Span| {
+            let request = request(vec![resource_spans(
+                service("agent"),
+                scope(b"sdk"),
+                vec![span],
+            )]);
+            convert_request(request, &context()).spans.remove(0)
+        };
+
+        let first = convert_one(valid_span(1));
+        let resent = convert_one(valid_span(1));
+        let different = convert_one(changed);
+
+        assert_eq!(
+            first.content_hash, resent.content_hash,
+            "same span, same hash"
+        );
+        assert_ne!(
+            first.content_hash, different.content_hash,
+            "changed attribute, new hash"
+        );
+    }
+
+    #[test]
+    fn span_from_raw_round_trip() {
+        let mut child = valid_span(2);
+        child.parent_span_id = span_bytes(1);
+        child.events.push(event(b"retry", Vec::new()));
+        let request = request(vec![resource_spans(
+            service("agent"),
+            scope(b"sdk"),
+            vec![valid_span(1), child],
+        )]);
+        let converted = convert_request(request, &context());
+
+        for span in &converted.spans {
+            let decoded = span_from_raw(&span.raw, &context());
+
+            assert_eq!(decoded.as_ref(), Some(span), "span {}", span.span_id);
+        }
+    }
+
+    #[test]
+    fn span_from_raw_rejects_bad_input() {
+        let mut invalid = valid_span(1);
+        invalid.name = INVALID.to_vec();
+        let request = request(vec![resource_spans(
+            service("agent"),
+            scope(b"sdk"),
+            vec![invalid],
+        )]);
+        let rejected = convert_request(request, &context()).rejected.remove(0);
+
+        let from_garbage = span_from_raw(&[0xff, 0xff, 0xff], &context());
+        let from_rejected = span_from_raw(&rejected.raw_span, &context());
+
+        assert_eq!(from_garbage, None, "bytes that are not protobuf");
+        assert_eq!(from_rejected, None, "a span that fails the checks again");
+    }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use crate::assembler::task::{AssemblerHandle, Batch};
 use crate::metrics::{CodeLabel, Metrics};
-use crate::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use crate::otlp::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
 use crate::span::Span;
@@ -65,7 +67,12 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver feeding `assembler`.
     pub fn new(assembler: AssemblerHandle, metrics: Arc<Metrics>, policy: Policy) -> Self {
-        Receiver { assembler, metrics, policy, stopping: AtomicBool::new(false) }
+        Receiver {
+            assembler,
+            metrics,
+            policy,
+            stopping: AtomicBool::new(false),
+        }
     }
 
     /// Makes every later request fail with `UNAVAILABLE`.
@@ -84,7 +91,12 @@ impl Receiver {
             Ok(_) => "ok",
             Err(ExportError::Unavailable) => "unavailable",
         };
-        self.metrics.requests.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
         result
     }
 
@@ -96,11 +108,16 @@ impl Receiver {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
         }
-        let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender };
+        let context = RequestContext {
+            received_at_unix_nano: crate::now_unix_nano(),
+            sender,
+        };
         let converted = convert_request(request, &context);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {
-            return Ok(ExportTraceServiceResponse { partial_success: None });
+            return Ok(ExportTraceServiceResponse {
+                partial_success: None,
+            });
         }
         self.metrics.spans_received.inc_by(received as u64);
         let mut report = Report::default();
@@ -110,8 +127,14 @@ impl Receiver {
         for span in &converted.spans {
             self.check_root(span, &mut report);
         }
-        let batch = Batch { spans: converted.spans, rejected: converted.rejected };
-        self.assembler.send(batch).await.map_err(|_| ExportError::Unavailable)?;
+        let batch = Batch {
+            spans: converted.spans,
+            rejected: converted.rejected,
+        };
+        self.assembler
+            .send(batch)
+            .await
+            .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
     }
 
@@ -143,8 +166,15 @@ struct Report {
 
 impl Report {
     fn add_rejected(&mut self, span: &RejectedSpan) {
-        let reason = span.reason.map(|reason| reason.code()).unwrap_or("rejected");
-        self.add(&span.trace_id, &span.span_id, &format!("{reason}: {}", span.detail));
+        let reason = span
+            .reason
+            .map(|reason| reason.code())
+            .unwrap_or("rejected");
+        self.add(
+            &span.trace_id,
+            &span.span_id,
+            &format!("{reason}: {}", span.detail),
+        );
     }
 
     fn add(&mut self, trace_id: &str, span_id: &str, text: &str) {
@@ -161,10 +191,13 @@ impl Report {
 
     fn into_response(mut self) -> ExportTraceServiceResponse {
         if self.rejected == 0 {
-            return ExportTraceServiceResponse { partial_success: None };
+            return ExportTraceServiceResponse {
+                partial_success: None,
+            };
         }
         if self.omitted > 0 {
-            self.message.push_str(&format!("; and {} more", self.omitted));
+            self.message
+                .push_str(&format!("; and {} more", self.omitted));
         }
         let message = format!("{} spans rejected: {}", self.rejected, self.message);
         ExportTraceServiceResponse {

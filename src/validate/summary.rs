@@ -18,17 +18,22 @@ pub struct Credential {
 impl Credential {
     /// The credential a span names with `agent_ledger.credential.*`, if any.
     pub fn of(span: &Span) -> Option<Credential> {
-        let id = span.attributes.get_text("agent_ledger.credential.id")?;
+        let id = span.text("agent_ledger.credential.id")?;
         Some(Credential {
             id,
-            issuer: span.attributes.get_text("agent_ledger.credential.issuer").unwrap_or_default(),
+            issuer: span
+                .text("agent_ledger.credential.issuer")
+                .unwrap_or_default(),
             scopes: span
-                .attributes
-                .get("agent_ledger.credential.scopes")
+                .attribute("agent_ledger.credential.scopes")
                 .map(|value| value.to_string_list(None))
                 .unwrap_or_default(),
-            issued_at_unix_nano: span.attributes.get("agent_ledger.credential.issued_at").and_then(parse_time),
-            expires_at_unix_nano: span.attributes.get("agent_ledger.credential.expires_at").and_then(parse_time),
+            issued_at_unix_nano: span
+                .attribute("agent_ledger.credential.issued_at")
+                .and_then(parse_time),
+            expires_at_unix_nano: span
+                .attribute("agent_ledger.credential.expires_at")
+                .and_then(parse_time),
         })
     }
 }
@@ -62,7 +67,10 @@ impl Summary {
             summary.read_root(&root.span);
         }
         let root_facts = workflow.root().map(|root| &root.facts);
-        let members = workflow.steps.iter().filter(|step| step.kind != StepKind::Context);
+        let members = workflow
+            .steps
+            .iter()
+            .filter(|step| step.kind != StepKind::Context);
         for step in members.clone() {
             let facts = &step.facts;
             push_unique(&mut summary.agent_names, facts.agent_name.as_deref());
@@ -132,5 +140,278 @@ pub fn parse_time(value: &Value) -> Option<i64> {
                 .and_then(|time| time.timestamp_nanos_opt())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, agent, at_ms, chat, root, span, tool};
+
+    /// 2024-05-01T12:00:00Z in Unix nanoseconds.
+    const MAY_FIRST_NOON: i64 = 1_714_564_800_000_000_000;
+
+    fn text(value: &str) -> Value {
+        Value::Str(value.to_owned())
+    }
+
+    #[test]
+    fn parse_time_formats() {
+        let cases = vec![
+            (
+                "RFC 3339 with Z",
+                text("2024-05-01T12:00:00Z"),
+                Some(MAY_FIRST_NOON),
+            ),
+            (
+                "RFC 3339 with offset",
+                text("2024-05-01T14:00:00+02:00"),
+                Some(MAY_FIRST_NOON),
+            ),
+            (
+                "RFC 3339 with nanoseconds",
+                text("2024-05-01T12:00:00.000000123Z"),
+                Some(MAY_FIRST_NOON + 123),
+            ),
+            (
+                "integer nanos as Int",
+                Value::Int(MAY_FIRST_NOON),
+                Some(MAY_FIRST_NOON),
+            ),
+            (
+                "integer nanos as string",
+                text("1714564800000000000"),
+                Some(MAY_FIRST_NOON),
+            ),
+            (
+                "integer nanos with spaces",
+                text(" 1714564800000000000 "),
+                Some(MAY_FIRST_NOON),
+            ),
+            ("garbage", text("yesterday"), None),
+            ("empty string", text(""), None),
+            ("date without time", text("2024-05-01"), None),
+            ("boolean", Value::Bool(true), None),
+            ("double", Value::Double(1.5), None),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(parse_time(&value), expected, "case {name}");
+        }
+    }
+
+    #[test]
+    fn summary_names_deduplicated_in_order() {
+        let workflow = testing::workflow(
+            vec![
+                root(1).times(0, 100).build(),
+                agent(2, 1, "researcher").times(5, 90).build(),
+                chat(3, 2).times(10, 20).build(),
+                span(4, "chat claude")
+                    .parent(1)
+                    .times(30, 40)
+                    .attr("gen_ai.operation.name", "chat")
+                    .attr("gen_ai.request.model", "claude-sonnet-4")
+                    .attr("gen_ai.response.model", "claude-sonnet-4-20250514")
+                    .build(),
+                chat(5, 2).times(50, 60).build(),
+                agent(6, 1, "planner").times(70, 80).build(),
+            ],
+            &[],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.agent_names,
+            vec!["planner", "researcher"],
+            "agent names"
+        );
+        assert_eq!(
+            summary.model_names,
+            vec!["gpt-4o", "claude-sonnet-4"],
+            "model names"
+        );
+        assert_eq!(
+            summary.model_versions,
+            vec!["gpt-4o-2024-08-06", "claude-sonnet-4-20250514"],
+            "model versions"
+        );
+        assert_eq!(
+            summary.agent_name, "planner",
+            "the root's agent comes first"
+        );
+    }
+
+    #[test]
+    fn summary_agent_prefers_agent_steps() {
+        let workflow = testing::workflow(
+            vec![
+                span(1, "task")
+                    .attr("agent_ledger.origin.type", "api")
+                    .times(0, 100)
+                    .build(),
+                chat(2, 1)
+                    .times(10, 20)
+                    .attr("gen_ai.agent.name", "chat-agent")
+                    .build(),
+                agent(3, 1, "researcher").times(30, 40).build(),
+            ],
+            &[],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.agent_name, "researcher",
+            "agent of the first invoke_agent step"
+        );
+    }
+
+    #[test]
+    fn summary_tools_used() {
+        let workflow = testing::workflow(
+            vec![
+                root(1).times(0, 100).build(),
+                tool(2, 1, "search").times(10, 20).build(),
+                tool(3, 1, "fetch").times(30, 40).build(),
+                tool(4, 1, "search").times(50, 60).build(),
+                chat(5, 1)
+                    .times(70, 80)
+                    .attr("gen_ai.tool.name", "not_a_tool_step")
+                    .build(),
+            ],
+            &[],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.tools_used,
+            vec!["search", "fetch"],
+            "tool names of tool steps"
+        );
+    }
+
+    #[test]
+    fn summary_step_count_skips_context() {
+        let workflow = testing::workflow(
+            vec![
+                span(1, "POST /tasks").times(0, 200).build(),
+                root(2).parent(1).times(10, 100).build(),
+                chat(3, 2).times(20, 30).build(),
+            ],
+            &[1],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.step_count, 2,
+            "root and model call, not the context span"
+        );
+    }
+
+    #[test]
+    fn summary_origin_from_root() {
+        let workflow = testing::workflow(
+            vec![
+                root(1)
+                    .times(0, 100)
+                    .attr("enduser.id", "alice")
+                    .attr("agent_ledger.origin.received_at", "2024-05-01T12:00:00Z")
+                    .build(),
+            ],
+            &[],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(summary.origin_type, "user_request", "origin type");
+        assert_eq!(summary.origin_source, "web-app", "origin source");
+        assert_eq!(summary.task_spec, "summarize the open tickets", "task spec");
+        assert_eq!(
+            summary.authorized_by, "alice",
+            "enduser.id as authorizing principal"
+        );
+        assert_eq!(
+            summary.received_at_unix_nano, MAY_FIRST_NOON,
+            "received time"
+        );
+    }
+
+    #[test]
+    fn summary_received_at_defaults_to_start() {
+        let workflow = testing::workflow(vec![root(1).times(7, 100).build()], &[]);
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.received_at_unix_nano,
+            at_ms(7) as i64,
+            "root start time"
+        );
+    }
+
+    #[test]
+    fn credential_from_root_attributes() {
+        let root_span = span(1, "task")
+            .attr("agent_ledger.credential.id", "cred-1")
+            .attr("agent_ledger.credential.issuer", "vault")
+            .attr(
+                "agent_ledger.credential.scopes",
+                "tickets:read  tickets:write",
+            )
+            .attr("agent_ledger.credential.issued_at", "2024-05-01T12:00:00Z")
+            .attr_value(
+                "agent_ledger.credential.expires_at",
+                Value::Int(MAY_FIRST_NOON + 1),
+            )
+            .build();
+
+        let credential = Credential::of(&root_span).expect("the span names a credential");
+
+        assert_eq!(credential.id, "cred-1", "id");
+        assert_eq!(credential.issuer, "vault", "issuer");
+        assert_eq!(
+            credential.scopes,
+            vec!["tickets:read", "tickets:write"],
+            "scopes"
+        );
+        assert_eq!(
+            credential.issued_at_unix_nano,
+            Some(MAY_FIRST_NOON),
+            "issued at"
+        );
+        assert_eq!(
+            credential.expires_at_unix_nano,
+            Some(MAY_FIRST_NOON + 1),
+            "expires at"
+        );
+    }
+
+    #[test]
+    fn credential_from_resource() {
+        let workflow = testing::workflow(
+            vec![
+                span(1, "task")
+                    .attr("agent_ledger.origin.type", "schedule")
+                    .resource_attr("agent_ledger.credential.id", "cred-9")
+                    .resource_attr("agent_ledger.credential.scopes", "reports:write")
+                    .build(),
+            ],
+            &[],
+        );
+
+        let summary = Summary::of(&workflow);
+
+        assert_eq!(
+            summary.credential.id, "cred-9",
+            "credential id from the resource"
+        );
+        assert_eq!(
+            summary.credential.scopes,
+            vec!["reports:write"],
+            "scopes from the resource"
+        );
     }
 }
