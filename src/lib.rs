@@ -19,6 +19,7 @@ pub mod quarantine;
 pub mod receiver;
 pub mod serve;
 pub mod span;
+pub mod spool;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod validate;

@@ -49,6 +49,14 @@ pub struct Metrics {
     pub buffered_spans: Gauge,
     pub pending_workflows: Gauge,
     pub sink_queue_rows: Gauge,
+    pub insert_retries_by_code: Family<CodeLabel, Counter>,
+    pub spool_bytes: Gauge,
+    pub spool_segments: Gauge,
+    pub spool_live_entries: Gauge,
+    pub spool_oldest_live_seconds: Gauge,
+    pub spool_fsyncs: Gauge,
+    pub spool_replayed_records: Counter,
+    pub spool_compacted_spans: Counter,
 }
 
 impl Metrics {
@@ -119,6 +127,46 @@ impl Metrics {
             "sink_queue_rows",
             "Rows waiting to be written to ClickHouse",
             self.sink_queue_rows.clone(),
+        );
+        registry.register(
+            "clickhouse_insert_retries_by_code",
+            "ClickHouse inserts retried, by ClickHouse exception code or client error kind",
+            self.insert_retries_by_code.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes in the spool's segment files",
+            self.spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_segments",
+            "Spool segment files",
+            self.spool_segments.clone(),
+        );
+        registry.register(
+            "spool_live_entries",
+            "Spooled spans not yet confirmed by ClickHouse",
+            self.spool_live_entries.clone(),
+        );
+        registry.register(
+            "spool_oldest_live_seconds",
+            "Age of the oldest spool segment holding unconfirmed spans",
+            self.spool_oldest_live_seconds.clone(),
+        );
+        registry.register(
+            "spool_fsyncs",
+            "Syncs of spool segment files since start",
+            self.spool_fsyncs.clone(),
+        );
+        registry.register(
+            "spool_replayed_records",
+            "Spool records replayed at start",
+            self.spool_replayed_records.clone(),
+        );
+        registry.register(
+            "spool_compacted_spans",
+            "Waiting spans copied forward so that old segments can be deleted",
+            self.spool_compacted_spans.clone(),
         );
         for reason in Reason::ALL {
             self.rejected(reason);

@@ -83,6 +83,8 @@ pub struct RejectedSpan {
     /// Protobuf `ResourceSpans` holding only this span, with its resource and
     /// scope, exactly as received.
     pub raw_span: Vec<u8>,
+    /// Where the span is in the spool; released once the row is stored.
+    pub location: Option<crate::spool::Location>,
 }
 
 impl RejectedSpan {
@@ -112,6 +114,7 @@ impl RejectedSpan {
             sender: span.sender.to_string(),
             received_at_unix_nano: span.received_at_unix_nano,
             raw_span: span.raw.as_ref().clone(),
+            location: span.spool,
         }
     }
 }

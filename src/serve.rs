@@ -7,6 +7,7 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::assembler::restore::restore;
 use crate::assembler::task::{self, RecallFn};
 use crate::assembler::{Assembler, Limits, Recall};
 use crate::clickhouse::sink::Sink;
@@ -16,6 +17,7 @@ use crate::preset::Resolver;
 use crate::receiver::Receiver;
 use crate::receiver::convert::{RequestContext, span_from_raw};
 use crate::receiver::grpc::TraceService;
+use crate::spool::{RecordPosition, Spool};
 
 /// A running receiver, for tests and for [`run`].
 pub struct Running {
@@ -71,12 +73,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
+    let (spool, records) = open_spool(&config, &metrics)?;
     let (sink, sink_handle, sink_queue) =
         Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
-    let sink_task = tokio::spawn(sink.run(sink_queue));
+    let sink_task = tokio::spawn(sink.with_spool(spool.clone()).run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
-    let assembler = Assembler::new(limits(&config), config.policy.clone(), resolver);
+    let mut assembler =
+        Assembler::new(limits(&config), config.policy.clone(), resolver).with_spool(spool.clone());
+    let mut replayed = Vec::new();
+    let stats = restore(&mut assembler, &spool, &records, &client, &mut replayed)
+        .await
+        .context("cannot replay the spool; ClickHouse must answer so that replayed spans are not stored twice")?;
+    if stats.records > 0 {
+        tracing::info!(
+            records = stats.records,
+            waiting = stats.spans_waiting,
+            already_stored = stats.spans_stored,
+            quarantine_rows_rewritten = stats.rejected_resent,
+            "replayed the spool"
+        );
+    }
     let (assembler_handle, assembler_queue) = task::channel();
     let assembler_task = tokio::spawn(task::run(
         assembler,
@@ -84,13 +101,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink_handle,
         recall_fn(client.clone()),
         metrics.clone(),
+        replayed,
     ));
 
-    let receiver = Arc::new(Receiver::new(
-        assembler_handle,
-        metrics.clone(),
-        config.policy.clone(),
-    ));
+    let receiver = Arc::new(
+        Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
+            .with_spool(spool.clone()),
+    );
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;
@@ -136,6 +153,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("the assembler task panicked")?;
         sink_task.await.context("the sink task panicked")?;
+        spool.close();
+        spool.trim();
         admin_task
             .await
             .context("the admin task panicked")?
@@ -148,6 +167,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         done,
     })
+}
+
+/// Opens the spool, reporting what had to be repaired.
+fn open_spool(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<Spool>, Vec<RecordPosition>)> {
+    let (spool, records, repairs) = Spool::open(&config.spool)
+        .with_context(|| format!("cannot open the spool in {}", config.spool.dir.display()))?;
+    metrics.spool_replayed_records.inc_by(records.len() as u64);
+    if repairs.torn_bytes > 0 || repairs.corrupt_records > 0 {
+        tracing::warn!(dir = %config.spool.dir.display(), torn_bytes = repairs.torn_bytes, corrupt_records = repairs.corrupt_records, "the spool was repaired at start");
+    }
+    Ok((spool, records))
 }
 
 fn limits(config: &Config) -> Limits {

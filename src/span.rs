@@ -281,8 +281,14 @@ pub struct Span {
     /// tells a re-sent span from a different span that reuses the ids.
     pub content_hash: [u8; 32],
     /// The span as received (a protobuf `ResourceSpans` holding only this
-    /// span), kept for the quarantine table's `RawSpan` column.
+    /// span), kept for the spool and the quarantine table's `RawSpan` column.
     pub raw: Arc<Vec<u8>>,
+    /// Where the span is in the spool, once appended there.
+    pub spool: Option<crate::spool::Location>,
+    /// Set on spans replayed from the spool whose rows ClickHouse already
+    /// holds: they are assembled again for their workflow's verdict but not
+    /// written a second time.
+    pub already_stored: bool,
 }
 
 impl Span {

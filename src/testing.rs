@@ -72,6 +72,8 @@ pub(crate) fn span(id: u64, name: &str) -> SpanBuilder {
             sender: Arc::from(""),
             content_hash: [0; 32],
             raw: Arc::new(Vec::new()),
+            spool: None,
+            already_stored: false,
         },
         resource: Resource {
             attributes: Attributes::default(),

@@ -15,6 +15,7 @@
 //! by the buffered-span limits and by the number of spans whose metadata it
 //! retains for duplicate detection and late spans.
 
+pub mod restore;
 mod state;
 pub mod task;
 
@@ -26,6 +27,7 @@ use crate::link::{self, StepLinks};
 use crate::preset::{Resolver, StepKind};
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::span::{Span, SpanId, TraceId};
+use crate::spool::{Location, Spool};
 use crate::validate::{self, Policy, Status, Verdict};
 use crate::workflow::{Step, Workflow, sort_steps};
 
@@ -103,6 +105,9 @@ pub struct Assembler {
     retained_spans: usize,
     /// Traces with no pending spans, oldest first, for retention.
     idle: VecDeque<(TraceId, Instant)>,
+    /// Where waiting spans' bodies are read back from; without a spool they
+    /// are held in memory.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Assembler {
@@ -117,6 +122,25 @@ impl Assembler {
             buffered_bytes: 0,
             retained_spans: 0,
             idle: VecDeque::new(),
+            spool: None,
+        }
+    }
+
+    /// Reads the bodies of spooled spans from `spool` and releases the
+    /// locations of spans it drops.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// The spool holding waiting spans' bodies, if any.
+    pub fn spool(&self) -> Option<Arc<Spool>> {
+        self.spool.clone()
+    }
+
+    fn release_location(&self, location: Option<Location>) {
+        if let (Some(spool), Some(location)) = (&self.spool, location) {
+            spool.release([location]);
         }
     }
 
@@ -158,6 +182,8 @@ impl Assembler {
         if let Some(meta) = trace.meta.get(&span.span_id) {
             if meta.content_hash == span.content_hash {
                 intake.duplicates += 1;
+                let location = span.spool;
+                self.release_location(location);
             } else {
                 intake.conflicting += 1;
                 let detail = format!(
@@ -179,8 +205,10 @@ impl Assembler {
             .insert(span.span_id, SpanMeta::new(&span, &facts));
         self.retained_spans += 1;
         self.buffered_spans += 1;
-        self.buffered_bytes += span.approx_bytes();
-        trace.add_pending(span, facts, now);
+        let span_id = span.span_id;
+        let pending = state::Pending::new(span, facts);
+        self.buffered_bytes += pending.approx_bytes();
+        trace.add_pending(span_id, pending, now);
     }
 
     /// Adds spans read back from quarantine for a trace awaiting its recall.
@@ -287,6 +315,10 @@ impl Assembler {
             force,
             limits: &self.limits,
             policy: &self.policy,
+            loader: state::Loader {
+                resolver: &self.resolver,
+                spool: self.spool.as_deref(),
+            },
         }
         .run(out);
         self.release(released);
@@ -332,7 +364,12 @@ impl Assembler {
         let Some(mut trace) = self.traces.remove(&trace_id) else {
             return;
         };
-        let released = state::quarantine_waiting(&mut trace, trace_id, Reason::Evicted, out);
+        let loader = state::Loader {
+            resolver: &self.resolver,
+            spool: self.spool.as_deref(),
+        };
+        let released =
+            state::quarantine_waiting(&mut trace, trace_id, Reason::Evicted, loader, out);
         self.release(released);
         self.idle.push_back((trace_id, now));
         self.traces.insert(trace_id, trace);
@@ -431,7 +468,61 @@ fn nearest_agent(span: &Span, meta: &HashMap<SpanId, SpanMeta>) -> Option<SpanId
     None
 }
 
+/// A waiting span to copy forward in the spool.
+#[derive(Clone, Debug)]
+pub struct Move {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub location: Location,
+    pub received_at_unix_nano: i64,
+    pub sender: Arc<str>,
+}
+
 impl Assembler {
+    /// The spooled spans waiting in `segments`, so that they can be copied
+    /// forward and the segments deleted.
+    pub fn spooled_in(&self, segments: &[u64]) -> Vec<Move> {
+        let mut moves = Vec::new();
+        for (trace_id, trace) in &self.traces {
+            for (span_id, pending) in &trace.pending {
+                let state::Pending::Spooled(spooled) = pending else {
+                    continue;
+                };
+                if segments.contains(&spooled.location.segment) {
+                    moves.push(Move {
+                        trace_id: *trace_id,
+                        span_id: *span_id,
+                        location: spooled.location,
+                        received_at_unix_nano: spooled.received_at_unix_nano,
+                        sender: spooled.sender.clone(),
+                    });
+                }
+            }
+        }
+        moves
+    }
+
+    /// Points moved spans at their new locations; returns the locations no
+    /// longer needed (the old ones, and new copies of spans that completed
+    /// meanwhile) for release.
+    pub fn relocate(&mut self, moves: &[Move], new_locations: &[Location]) -> Vec<Location> {
+        let mut unused = Vec::with_capacity(moves.len());
+        for (moved, new_location) in moves.iter().zip(new_locations) {
+            let pending = self
+                .traces
+                .get_mut(&moved.trace_id)
+                .and_then(|trace| trace.pending.get_mut(&moved.span_id));
+            match pending {
+                Some(state::Pending::Spooled(spooled)) if spooled.location == moved.location => {
+                    spooled.location = *new_location;
+                    unused.push(moved.location);
+                }
+                _ => unused.push(*new_location),
+            }
+        }
+        unused
+    }
+
     /// Quarantines every span still waiting for its root; used at shutdown,
     /// when nothing else would keep them.
     pub fn quarantine_all_waiting(&mut self, out: &mut Vec<Emitted>) {
@@ -442,9 +533,18 @@ impl Assembler {
             .map(|(trace_id, _)| *trace_id)
             .collect();
         for trace_id in waiting {
+            let loader = state::Loader {
+                resolver: &self.resolver,
+                spool: self.spool.as_deref(),
+            };
             if let Some(trace) = self.traces.get_mut(&trace_id) {
-                let released =
-                    state::quarantine_waiting(trace, trace_id, Reason::RootSpanMissing, out);
+                let released = state::quarantine_waiting(
+                    trace,
+                    trace_id,
+                    Reason::RootSpanMissing,
+                    loader,
+                    out,
+                );
                 self.release(released);
             }
         }

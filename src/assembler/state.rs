@@ -4,9 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::preset::{StepFacts, StepKind};
+use crate::preset::{Resolver, StepFacts, StepKind};
 use crate::quarantine::Reason;
+use crate::receiver::convert::{RequestContext, span_from_raw};
 use crate::span::{Span, SpanId, TraceId};
+use crate::spool::{Location, Spool};
 use crate::validate::{self, Policy, Status, Verdict};
 use crate::workflow::Workflow;
 
@@ -80,9 +82,96 @@ enum Owner {
     Missing(SpanId),
 }
 
+/// A span waiting for its workflow: the body itself, or where the spool
+/// holds it.
+pub enum Pending {
+    Memory(Box<(Span, StepFacts)>),
+    Spooled(Spooled),
+}
+
+/// A waiting span whose body is in the spool.
+pub struct Spooled {
+    pub location: Location,
+    pub received_at_unix_nano: i64,
+    pub sender: Arc<str>,
+    pub already_stored: bool,
+}
+
+/// Memory a spooled span costs while it waits: its metadata, its entry in
+/// the pending map and this record, not its body.
+const SPOOLED_SPAN_BYTES: usize = 256;
+
+impl Pending {
+    pub fn new(span: Span, facts: StepFacts) -> Pending {
+        match span.spool {
+            Some(location) => Pending::Spooled(Spooled {
+                location,
+                received_at_unix_nano: span.received_at_unix_nano,
+                sender: span.sender.clone(),
+                already_stored: span.already_stored,
+            }),
+            None => Pending::Memory(Box::new((span, facts))),
+        }
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Pending::Memory(entry) => entry.0.approx_bytes(),
+            Pending::Spooled(_) => SPOOLED_SPAN_BYTES,
+        }
+    }
+}
+
+/// Reads spooled bodies back and resolves their facts.
+#[derive(Clone, Copy)]
+pub struct Loader<'a> {
+    pub resolver: &'a Resolver,
+    pub spool: Option<&'a Spool>,
+}
+
+impl Loader<'_> {
+    fn load(
+        &self,
+        trace_id: TraceId,
+        span_id: SpanId,
+        pending: Pending,
+    ) -> Option<(Span, StepFacts)> {
+        let spooled = match pending {
+            Pending::Memory(entry) => return Some(*entry),
+            Pending::Spooled(spooled) => spooled,
+        };
+        let Some(spool) = self.spool else {
+            tracing::error!(trace_id = %trace_id, span_id = %span_id, "a span was spooled but the assembler has no spool to read it from");
+            return None;
+        };
+        let context = RequestContext {
+            received_at_unix_nano: spooled.received_at_unix_nano,
+            sender: spooled.sender,
+        };
+        let span = spool
+            .read(&spooled.location)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                span_from_raw(&bytes, &context).ok_or_else(|| "it no longer decodes".to_owned())
+            });
+        match span {
+            Ok(mut span) => {
+                span.spool = Some(spooled.location);
+                span.already_stored = spooled.already_stored;
+                let facts = self.resolver.resolve(&span);
+                Some((span, facts))
+            }
+            Err(error) => {
+                tracing::error!(trace_id = %trace_id, span_id = %span_id, %error, "reading a span back from the spool failed; the span is lost");
+                None
+            }
+        }
+    }
+}
+
 /// Everything buffered and remembered about one trace.
 pub struct TraceState {
-    pub pending: HashMap<SpanId, (Span, StepFacts)>,
+    pub pending: HashMap<SpanId, Pending>,
     pub meta: HashMap<SpanId, SpanMeta>,
     pub written: HashMap<SpanId, WrittenWorkflow>,
     /// Revision of each incomplete verdict written, by its key.
@@ -112,18 +201,18 @@ impl TraceState {
         }
     }
 
-    pub fn add_pending(&mut self, span: Span, facts: StepFacts, now: Instant) {
+    pub fn add_pending(&mut self, span_id: SpanId, pending: Pending, now: Instant) {
         self.last_arrival = now;
         self.next_check = now;
         self.first_pending.get_or_insert(now);
-        self.pending.insert(span.span_id, (span, facts));
+        self.pending.insert(span_id, pending);
     }
 
     /// Adds a recalled span without counting it as a new arrival.
     pub fn add_pending_recalled(&mut self, span: Span, facts: StepFacts, now: Instant) {
         self.first_pending.get_or_insert(now);
         self.next_check = now;
-        self.pending.insert(span.span_id, (span, facts));
+        self.pending.insert(span.span_id, Pending::new(span, facts));
     }
 
     /// Whether a completion run may decide something now.
@@ -169,6 +258,26 @@ impl TraceState {
         Owner::Missing(current)
     }
 
+    /// Keys every quarantined span by the span its chain waits for, as
+    /// [`write_incomplete`] does; used after a replay.
+    pub fn reassign_quarantine_keys(&mut self) {
+        let quarantined: Vec<SpanId> = self
+            .meta
+            .iter()
+            .filter(|(_, meta)| matches!(meta.state, MetaState::Quarantined { .. }))
+            .map(|(span_id, _)| *span_id)
+            .collect();
+        for span_id in quarantined {
+            let key = match self.owner(span_id) {
+                Owner::Root(key) | Owner::Top(key) | Owner::Missing(key) => key,
+            };
+            if let Some(meta) = self.meta.get_mut(&span_id) {
+                meta.state = MetaState::Quarantined { key };
+                meta.incomplete_key = Some(key);
+            }
+        }
+    }
+
     /// For each ancestor of a workflow root, the root whose context it is
     /// (the earliest-starting root when several share an ancestor).
     fn context_roots(&self) -> HashMap<SpanId, SpanId> {
@@ -203,15 +312,17 @@ impl TraceState {
 
     fn take_pending(
         &mut self,
+        trace_id: TraceId,
         span_ids: &[SpanId],
         released: &mut Released,
+        loader: Loader<'_>,
     ) -> Vec<(Span, StepFacts)> {
         let mut taken = Vec::with_capacity(span_ids.len());
         for span_id in span_ids {
             if let Some(entry) = self.pending.remove(span_id) {
                 released.spans += 1;
-                released.bytes += entry.0.approx_bytes();
-                taken.push(entry);
+                released.bytes += entry.approx_bytes();
+                taken.extend(loader.load(trace_id, *span_id, entry));
             }
         }
         if self.pending.is_empty() {
@@ -236,6 +347,7 @@ pub struct Completion<'a> {
     pub force: bool,
     pub limits: &'a Limits,
     pub policy: &'a Policy,
+    pub loader: Loader<'a>,
 }
 
 /// Pending spans grouped by where they go.
@@ -330,7 +442,9 @@ impl Completion<'_> {
             return false;
         }
         let revision = self.superseded_revision(root) + 1;
-        let spans = self.trace.take_pending(&members, released);
+        let spans = self
+            .trace
+            .take_pending(self.trace_id, &members, released, self.loader);
         let steps = build_steps(spans, &context, &self.trace.meta);
         let workflow = Workflow {
             trace_id: self.trace_id,
@@ -375,7 +489,9 @@ impl Completion<'_> {
         out: &mut Vec<Emitted>,
         released: &mut Released,
     ) {
-        let spans = self.trace.take_pending(&members, released);
+        let spans = self
+            .trace
+            .take_pending(self.trace_id, &members, released, self.loader);
         let steps = build_steps(spans, &context, &self.trace.meta);
         let mut verdict = (*written.verdict).clone();
         let summary = Arc::make_mut(&mut verdict.summary);
@@ -436,7 +552,9 @@ impl Completion<'_> {
             self.write_late(top, written, members, HashSet::new(), out, released);
             return;
         }
-        let spans = self.trace.take_pending(&members, released);
+        let spans = self
+            .trace
+            .take_pending(self.trace_id, &members, released, self.loader);
         let steps = build_steps(spans, &HashSet::new(), &self.trace.meta);
         let workflow = Workflow {
             trace_id: self.trace_id,
@@ -463,7 +581,9 @@ impl Completion<'_> {
         out: &mut Vec<Emitted>,
         released: &mut Released,
     ) {
-        let spans = self.trace.take_pending(&members, released);
+        let spans = self
+            .trace
+            .take_pending(self.trace_id, &members, released, self.loader);
         write_incomplete(self.trace, self.trace_id, key, spans, reason, out);
     }
 }
@@ -529,6 +649,7 @@ pub fn quarantine_waiting(
     trace: &mut TraceState,
     trace_id: TraceId,
     reason: Reason,
+    loader: Loader<'_>,
     out: &mut Vec<Emitted>,
 ) -> Released {
     let mut released = Released::default();
@@ -540,7 +661,7 @@ pub fn quarantine_waiting(
         groups.entry(key).or_default().push(*span_id);
     }
     for (key, members) in groups {
-        let spans = trace.take_pending(&members, &mut released);
+        let spans = trace.take_pending(trace_id, &members, &mut released, loader);
         write_incomplete(trace, trace_id, key, spans, reason, out);
     }
     released

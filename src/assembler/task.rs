@@ -9,11 +9,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Assembler, Emitted, Recall};
+use super::{Assembler, Emitted, Move, Recall};
 use crate::clickhouse::sink::{SinkHandle, SinkInput};
 use crate::metrics::Metrics;
 use crate::quarantine::RejectedSpan;
 use crate::span::{Span, TraceId};
+use crate::spool::Spool;
+use std::collections::HashMap;
 
 /// How often completion runs. Completion times are this much late at most,
 /// which is small next to the settle time.
@@ -57,18 +59,25 @@ pub fn channel() -> (AssemblerHandle, mpsc::Receiver<Batch>) {
     (AssemblerHandle { sender }, receiver)
 }
 
+/// How often the spool is checked for old segments to compact.
+const COMPACTION_CHECK: Duration = Duration::from_secs(1);
+
 /// Runs the assembler until every handle is dropped; then completes what it
-/// can, quarantines what still waits for a root, and returns.
+/// can and returns. Spans still waiting for their root stay in the spool for
+/// the next start (without a spool they are quarantined, since nothing else
+/// would keep them).
 pub async fn run(
     mut assembler: Assembler,
     mut receiver: mpsc::Receiver<Batch>,
     sink: SinkHandle,
     recall: RecallFn,
     metrics: Arc<Metrics>,
+    replayed: Vec<Emitted>,
 ) {
     let (recalled_sender, mut recalled) = mpsc::channel::<(TraceId, Vec<Span>)>(64);
     let mut ticker = tokio::time::interval(TICK);
-    let mut out = Vec::new();
+    let mut compaction = tokio::time::interval(COMPACTION_CHECK);
+    let mut out = replayed;
     loop {
         tokio::select! {
             batch = receiver.recv() => match batch {
@@ -87,6 +96,12 @@ pub async fn run(
                 metrics.buffered_spans.set(assembler.buffered_spans() as i64);
                 metrics.pending_workflows.set(assembler.pending_traces() as i64);
             }
+            _ = compaction.tick() => {
+                if let Some(spool) = assembler.spool() {
+                    compact(&mut assembler, &spool, &metrics).await;
+                    report_spool(&spool, &metrics);
+                }
+            }
         }
         if forward(&sink, &mut out, &metrics).await.is_err() {
             tracing::error!("the ClickHouse sink stopped; the assembler stops");
@@ -95,7 +110,9 @@ pub async fn run(
     }
     let now = Instant::now().into_std();
     assembler.flush(now, &mut out);
-    assembler.quarantine_all_waiting(&mut out);
+    if assembler.spool().is_none() {
+        assembler.quarantine_all_waiting(&mut out);
+    }
     let _ = forward(&sink, &mut out, &metrics).await;
     tracing::info!("assembler stopped");
 }
@@ -109,6 +126,57 @@ fn accept(assembler: &mut Assembler, batch: Batch, metrics: &Metrics, out: &mut 
     );
     let intake = assembler.insert(batch.spans, Instant::now().into_std(), out);
     metrics.spans_duplicate.inc_by(intake.duplicates as u64);
+}
+
+/// Receive time and sender, which a spool record holds once for its spans.
+type RecordKey = (i64, Arc<str>);
+
+/// Copies waiting spans out of segments older than the compaction age, so
+/// that one slow workflow does not keep old segments on disk.
+async fn compact(assembler: &mut Assembler, spool: &Spool, metrics: &Metrics) {
+    let segments = spool.segments_to_compact();
+    if segments.is_empty() {
+        return;
+    }
+    let moves = assembler.spooled_in(&segments);
+    let mut groups: HashMap<RecordKey, Vec<(Move, Vec<u8>)>> = HashMap::new();
+    for moved in moves {
+        match spool.read(&moved.location) {
+            Ok(bytes) => {
+                let key = (moved.received_at_unix_nano, moved.sender.clone());
+                groups.entry(key).or_default().push((moved, bytes));
+            }
+            Err(error) => {
+                tracing::error!(trace_id = %moved.trace_id, span_id = %moved.span_id, %error, "reading a span to copy it forward failed");
+            }
+        }
+    }
+    for ((received_at, sender), entries) in groups {
+        let blobs: Vec<&[u8]> = entries.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+        match spool.append(received_at, &sender, &blobs, &[]).await {
+            Ok(appended) => {
+                let moves: Vec<Move> = entries.into_iter().map(|(moved, _)| moved).collect();
+                let unused = assembler.relocate(&moves, &appended.spans);
+                metrics.spool_compacted_spans.inc_by(moves.len() as u64);
+                spool.release(unused);
+            }
+            Err(error) => {
+                tracing::warn!(%error, spans = entries.len(), "copying waiting spans forward failed; the old segment stays until the next try");
+            }
+        }
+    }
+    spool.trim();
+}
+
+fn report_spool(spool: &Spool, metrics: &Metrics) {
+    let stats = spool.stats();
+    metrics.spool_bytes.set(stats.bytes as i64);
+    metrics.spool_segments.set(stats.segments as i64);
+    metrics.spool_live_entries.set(stats.live_entries as i64);
+    metrics
+        .spool_oldest_live_seconds
+        .set(stats.oldest_live_age.as_secs() as i64);
+    metrics.spool_fsyncs.set(stats.fsyncs as i64);
 }
 
 fn start_recall(request: Recall, recall: RecallFn, done: mpsc::Sender<(TraceId, Vec<Span>)>) {

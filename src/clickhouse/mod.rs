@@ -202,3 +202,69 @@ pub async fn recall_quarantined(
         .filter_map(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
         .collect())
 }
+
+/// What ClickHouse already holds for some traces; used when the spool is
+/// replayed after a restart, so that nothing is stored twice.
+#[derive(Debug, Default)]
+pub struct StoredState {
+    /// `(TraceId, SpanId)` of rows in `agent_spans`.
+    pub spans: std::collections::HashSet<(String, String)>,
+    /// `(TraceId, SpanId, Reason)` of rows in `agent_rejected_spans`.
+    pub rejected: std::collections::HashSet<(String, String, String)>,
+    /// The newest verdict of every workflow of these traces.
+    pub verdicts: Vec<rows::WorkflowRow>,
+    /// The next step index of every stored workflow, by `(TraceId, RootSpanId)`.
+    pub next_step: std::collections::HashMap<(String, String), u32>,
+}
+
+/// Trace ids per lookup query; keeps each query's `IN` list small.
+const LOOKUP_CHUNK: usize = 1000;
+
+/// Reads what ClickHouse holds for `trace_ids`.
+pub async fn stored_state(
+    client: &clickhouse::Client,
+    trace_ids: &[String],
+) -> Result<StoredState, StoreError> {
+    let mut state = StoredState::default();
+    for chunk in trace_ids.chunks(LOOKUP_CHUNK) {
+        let spans: Vec<(String, String)> = client
+            .query("SELECT TraceId, SpanId FROM agent_spans WHERE TraceId IN ?")
+            .bind(chunk)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        state.spans.extend(spans);
+        let rejected: Vec<(String, String, String)> = client
+            .query("SELECT TraceId, SpanId, Reason FROM agent_rejected_spans WHERE TraceId IN ?")
+            .bind(chunk)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        state.rejected.extend(rejected);
+        let verdicts: Vec<rows::WorkflowRow> = client
+            .query(
+                "SELECT ?fields FROM agent_workflows WHERE WorkflowId IN ? \
+                 ORDER BY WorkflowId, RootSpanId, Revision DESC, Segment DESC LIMIT 1 BY WorkflowId, RootSpanId",
+            )
+            .bind(chunk)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        state.verdicts.extend(verdicts);
+        let next_step: Vec<(String, String, u32)> = client
+            .query(
+                "SELECT TraceId, WorkflowRootSpanId, toUInt32(max(StepIndex) + 1) FROM agent_spans \
+                 WHERE TraceId IN ? GROUP BY TraceId, WorkflowRootSpanId",
+            )
+            .bind(chunk)
+            .fetch_all()
+            .await
+            .map_err(classify)?;
+        state.next_step.extend(
+            next_step
+                .into_iter()
+                .map(|(trace, root, next)| ((trace, root), next)),
+        );
+    }
+    Ok(state)
+}

@@ -203,11 +203,18 @@ pub fn workflow_rows(sealed: &Sealed, written_at: i64) -> WorkflowRows {
     match &sealed.storage {
         Storage::Spans => {
             for (step, links) in sealed.workflow.steps.iter().zip(&sealed.links) {
-                rows.spans.push(span_row(sealed, step, links));
+                if !step.span.already_stored {
+                    rows.spans.push(span_row(sealed, step, links));
+                }
             }
         }
         Storage::Quarantine(reason, detail) => {
-            for step in &sealed.workflow.steps {
+            for step in sealed
+                .workflow
+                .steps
+                .iter()
+                .filter(|step| !step.span.already_stored)
+            {
                 let rejected = RejectedSpan::from_span(&step.span, *reason, detail.clone());
                 rows.rejected.push(RejectedRow::new(rejected));
             }

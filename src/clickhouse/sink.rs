@@ -26,6 +26,7 @@ use crate::assembler::Sealed;
 use crate::config::ClickhouseConfig;
 use crate::metrics::{Metrics, StatusLabel, TableLabel};
 use crate::quarantine::{Reason, RejectedSpan};
+use crate::spool::{Location, Spool};
 
 /// Messages for the sink.
 #[derive(Debug)]
@@ -137,6 +138,9 @@ struct Batches {
     spans: Vec<SpanRow>,
     rejected: Vec<RejectedRow>,
     workflows: Vec<WorkflowRow>,
+    /// Spool locations of the spans behind these rows, released once every
+    /// row is written.
+    locations: Vec<Location>,
     oldest: Option<Instant>,
 }
 
@@ -152,6 +156,7 @@ pub struct Sink {
     config: ClickhouseConfig,
     metrics: Arc<Metrics>,
     batches: Batches,
+    spool: Option<Arc<Spool>>,
 }
 
 impl Sink {
@@ -167,8 +172,16 @@ impl Sink {
             config,
             metrics,
             batches: Batches::default(),
+            spool: None,
         };
         (sink, SinkHandle { sender }, receiver)
+    }
+
+    /// Releases the spool locations of written rows in `spool`, and deletes
+    /// the segments that no longer hold anything live.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// Runs until every handle is dropped, then writes what is left.
@@ -191,12 +204,20 @@ impl Sink {
         let now = Instant::now();
         match input {
             SinkInput::Sealed(sealed) => {
+                let locations = sealed
+                    .workflow
+                    .steps
+                    .iter()
+                    .filter_map(|step| step.span.spool);
+                self.batches.locations.extend(locations);
                 let rows = workflow_rows(&sealed, crate::now_unix_nano());
                 self.batches.spans.extend(rows.spans);
                 self.batches.rejected.extend(rows.rejected);
                 self.batches.workflows.extend(rows.workflow);
             }
             SinkInput::Rejected(spans) => {
+                let locations = spans.iter().filter_map(|span| span.location);
+                self.batches.locations.extend(locations);
                 self.batches
                     .rejected
                     .extend(spans.into_iter().map(RejectedRow::new));
@@ -256,6 +277,10 @@ impl Sink {
             }
         }
         self.metrics.sink_queue_rows.set(0);
+        if let Some(spool) = &self.spool {
+            spool.release(batches.locations);
+            spool.trim();
+        }
     }
 
     /// Writes `rows` to `table`, retrying until ClickHouse confirms. Rows it
@@ -324,6 +349,12 @@ impl Sink {
                         return Err(error);
                     }
                     self.metrics.insert_retries.get_or_create(&label).inc();
+                    self.metrics
+                        .insert_retries_by_code
+                        .get_or_create(&crate::metrics::CodeLabel {
+                            code: error.code().to_owned(),
+                        })
+                        .inc();
                     tracing::warn!(table, rows = rows.len(), attempt, code = error.code(), %error, retry_in = ?delay, "ClickHouse insert failed; retrying");
                     tokio::time::sleep(with_jitter(delay)).await;
                     delay = (delay * 2).min(self.config.retry_max);

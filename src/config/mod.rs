@@ -54,6 +54,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub clickhouse: ClickhouseConfig,
     pub assembler: AssemblerConfig,
+    pub spool: SpoolConfig,
     pub policy: Policy,
     pub presets: PresetsConfig,
     pub log: LogConfig,
@@ -191,6 +192,46 @@ impl Default for AssemblerConfig {
     }
 }
 
+/// The durable spool between the receiver and the assembler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the segment files (`AGENT_LEDGER_SPOOL_DIR`); the
+    /// default is `spool` in `$AGENT_LEDGER_DATA`, or in `.data`.
+    pub dir: PathBuf,
+    /// Disk budget (`AGENT_LEDGER_SPOOL_MAX_BYTES`). When the spool holds
+    /// this much, requests are answered `UNAVAILABLE` until ClickHouse has
+    /// confirmed older spans.
+    pub max_bytes: ByteSize,
+    /// Size at which a new segment file is started.
+    pub segment_bytes: ByteSize,
+    /// How long the writer gathers concurrent appends before one sync; `0s`
+    /// syncs as soon as the queued appends are written.
+    #[serde(with = "humantime_serde")]
+    pub group_commit_interval: Duration,
+    /// Maximum bytes written under one sync.
+    pub group_commit_max_bytes: ByteSize,
+    /// Age after which a segment's spans that still wait for their workflow
+    /// are copied forward, so that the segment can be deleted.
+    #[serde(with = "humantime_serde")]
+    pub compact_after: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        let data = std::env::var_os("AGENT_LEDGER_DATA")
+            .map_or_else(|| PathBuf::from(".data"), PathBuf::from);
+        SpoolConfig {
+            dir: data.join("spool"),
+            max_bytes: ByteSize::gib(1),
+            segment_bytes: ByteSize::mib(64),
+            group_commit_interval: Duration::from_millis(2),
+            group_commit_max_bytes: ByteSize::mib(8),
+            compact_after: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Attribute presets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -323,6 +364,21 @@ impl Config {
         }
         if self.clickhouse.batch_rows == 0 {
             return invalid("clickhouse.batch_rows", "must be at least 1");
+        }
+        if self.spool.segment_bytes.as_u64() < 64 * 1024 {
+            return invalid("spool.segment_bytes", "must be at least 64KiB");
+        }
+        if self.spool.max_bytes < self.spool.segment_bytes {
+            return invalid(
+                "spool.max_bytes",
+                "must not be smaller than spool.segment_bytes",
+            );
+        }
+        if self.spool.compact_after < self.assembler.settle {
+            return invalid(
+                "spool.compact_after",
+                "must not be shorter than assembler.settle",
+            );
         }
         if self.otlp.max_request_size.as_u64() < 1024 {
             return invalid("otlp.max_request_size", "must be at least 1KiB");

@@ -149,6 +149,8 @@ fn convert_span(
         sender: context.sender.clone(),
         content_hash,
         raw,
+        spool: None,
+        already_stored: false,
     })
 }
 
@@ -359,7 +361,27 @@ fn rejected_from_raw(
         sender: context.sender.to_string(),
         received_at_unix_nano: context.received_at_unix_nano,
         raw_span: raw.as_ref().clone(),
+        location: None,
     }
+}
+
+/// Rebuilds the quarantine row of a span that failed the checks from the
+/// span as received, for replaying the spool.
+pub fn rejected_from_bytes(
+    raw: &[u8],
+    reason: Reason,
+    detail: String,
+    context: &RequestContext,
+) -> Option<RejectedSpan> {
+    let resource_spans = otlp::ResourceSpans::decode(raw).ok()?;
+    let resource = resource_spans.resource.clone().unwrap_or_default();
+    let scope_spans = resource_spans.scope_spans.first()?;
+    let scope = scope_spans.scope.clone().unwrap_or_default();
+    let span = scope_spans.spans.first()?;
+    let raw = Arc::new(raw.to_vec());
+    Some(rejected_from_raw(
+        span, &resource, &scope, reason, detail, context, raw,
+    ))
 }
 
 /// Decodes a `RawSpan` column value back into a typed span, for re-admitting

@@ -20,6 +20,7 @@ use crate::otlp::{
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
 use crate::span::Span;
+use crate::spool::{RejectedEntry, Spool, SpoolError};
 use crate::validate::{Policy, root_reasons};
 
 use convert::{RequestContext, convert_request};
@@ -28,31 +29,56 @@ use convert::{RequestContext, convert_request};
 /// and a bounded message keeps one bad batch from flooding their logs.
 pub const MAX_ERROR_MESSAGE: usize = 4096;
 
-/// Delay suggested to clients in `RetryInfo` when the receiver is
-/// overloaded or stopping.
+/// Delay suggested to clients in `RetryInfo` when the receiver is stopping.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Why an export request failed as a whole.
+/// Delay suggested when the spool is full: ClickHouse needs a few seconds to
+/// confirm older spans, and a shorter delay only adds refused requests.
+pub const SPOOL_FULL_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Why an export request failed as a whole. Every variant asks the client to
+/// retry; nothing of the request was acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The receiver is shutting down or its pipeline has stopped; the client
     /// should retry, here or at another instance.
     #[error("the receiver is not accepting spans right now; retry later")]
     Unavailable,
+    /// The spool's disk budget is used up until ClickHouse catches up.
+    #[error("the receiver's spool is full while ClickHouse catches up; retry later")]
+    SpoolFull,
+    /// Writing to the spool failed, for example because the disk is full.
+    #[error("the receiver could not store the request durably; retry later")]
+    SpoolFailed,
 }
 
 impl ExportError {
-    /// The gRPC status of the error, with `RetryInfo` where the client
-    /// should retry.
+    /// The delay to suggest before a retry.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            ExportError::SpoolFull => SPOOL_FULL_RETRY_DELAY,
+            ExportError::Unavailable | ExportError::SpoolFailed => RETRY_DELAY,
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExportError::Unavailable => "unavailable",
+            ExportError::SpoolFull => "spool_full",
+            ExportError::SpoolFailed => "spool_failed",
+        }
+    }
+
+    /// The gRPC status of the error: `UNAVAILABLE` with `RetryInfo`, which
+    /// OTLP clients retry.
     pub fn to_status(&self) -> tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt};
-        match self {
-            ExportError::Unavailable => tonic::Status::with_error_details(
-                tonic::Code::Unavailable,
-                self.to_string(),
-                ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
-            ),
-        }
+        tonic::Status::with_error_details(
+            tonic::Code::Unavailable,
+            self.to_string(),
+            ErrorDetails::with_retry_info(Some(self.retry_after())),
+        )
     }
 }
 
@@ -62,6 +88,7 @@ pub struct Receiver {
     metrics: Arc<Metrics>,
     policy: Policy,
     stopping: AtomicBool,
+    spool: Option<Arc<Spool>>,
 }
 
 impl Receiver {
@@ -72,7 +99,14 @@ impl Receiver {
             metrics,
             policy,
             stopping: AtomicBool::new(false),
+            spool: None,
         }
+    }
+
+    /// Appends every request to `spool` before acknowledging it.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     /// Makes every later request fail with `UNAVAILABLE`.
@@ -89,7 +123,7 @@ impl Receiver {
         let result = self.export_inner(request, sender).await;
         let code = match &result {
             Ok(_) => "ok",
-            Err(ExportError::Unavailable) => "unavailable",
+            Err(error) => error.code(),
         };
         self.metrics
             .requests
@@ -127,15 +161,51 @@ impl Receiver {
         for span in &converted.spans {
             self.check_root(span, &mut report);
         }
-        let batch = Batch {
+        let mut batch = Batch {
             spans: converted.spans,
             rejected: converted.rejected,
         };
+        self.spool(&mut batch, &context).await?;
         self.assembler
             .send(batch)
             .await
             .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
+    }
+
+    /// Appends the batch to the spool and records where each span went.
+    async fn spool(&self, batch: &mut Batch, context: &RequestContext) -> Result<(), ExportError> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        let spans: Vec<&[u8]> = batch.spans.iter().map(|span| span.raw.as_slice()).collect();
+        let rejected: Vec<RejectedEntry> = batch
+            .rejected
+            .iter()
+            .map(|span| RejectedEntry {
+                reason: span
+                    .reason
+                    .unwrap_or(crate::quarantine::Reason::InvalidSpanId),
+                detail: span.detail.clone(),
+                raw: span.raw_span.clone(),
+            })
+            .collect();
+        let appended = spool
+            .append(
+                context.received_at_unix_nano,
+                &context.sender,
+                &spans,
+                &rejected,
+            )
+            .await
+            .map_err(spool_error)?;
+        for (span, location) in batch.spans.iter_mut().zip(appended.spans) {
+            span.spool = Some(location);
+        }
+        for (span, location) in batch.rejected.iter_mut().zip(appended.rejected) {
+            span.location = Some(location);
+        }
+        Ok(())
     }
 
     /// Reports a workflow root whose own attributes fail the policy, so the
@@ -205,6 +275,23 @@ impl Report {
                 rejected_spans: self.rejected,
                 error_message: truncate(message, MAX_ERROR_MESSAGE),
             }),
+        }
+    }
+}
+
+fn spool_error(error: SpoolError) -> ExportError {
+    match error {
+        SpoolError::Full { used, max } => {
+            tracing::debug!(
+                used,
+                max,
+                "spool full; the request is answered as retryable"
+            );
+            ExportError::SpoolFull
+        }
+        error => {
+            tracing::error!(%error, "appending to the spool failed; the request is answered as retryable and nothing of it is acknowledged");
+            ExportError::SpoolFailed
         }
     }
 }

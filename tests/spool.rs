@@ -1,0 +1,224 @@
+//! The spool on its own: durability of appends, recovery of a torn tail,
+//! corrupt records moved aside, the disk budget, and deletion of confirmed
+//! segments.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_ledger::config::SpoolConfig;
+use agent_ledger::quarantine::Reason;
+use agent_ledger::spool::{RejectedEntry, Spool, SpoolError};
+use bytesize::ByteSize;
+
+fn config(dir: &Path) -> SpoolConfig {
+    SpoolConfig {
+        dir: dir.to_owned(),
+        max_bytes: ByteSize::mib(64),
+        segment_bytes: ByteSize::kib(64),
+        group_commit_interval: Duration::ZERO,
+        group_commit_max_bytes: ByteSize::mib(1),
+        compact_after: Duration::from_secs(60),
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn append_spans(spool: &Spool, spans: &[&[u8]]) -> Vec<agent_ledger::spool::Location> {
+    spool
+        .append(7, "sender-a", spans, &[])
+        .await
+        .expect("append succeeds")
+        .spans
+}
+
+#[tokio::test]
+async fn appended_spans_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, records, _) = Spool::open(&config(dir.path())).unwrap();
+    assert!(records.is_empty());
+    let locations = append_spans(&spool, &[b"first span", b"second span"]).await;
+    assert_eq!(spool.read(&locations[0]).unwrap(), b"first span");
+    assert_eq!(spool.read(&locations[1]).unwrap(), b"second span");
+    spool.close();
+}
+
+#[tokio::test]
+async fn reopened_spool_replays_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let rejected = vec![RejectedEntry {
+        reason: Reason::InvalidUtf8,
+        detail: "bad key".to_owned(),
+        raw: vec![1, 2, 3],
+    }];
+    {
+        let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+        append_spans(&spool, &[b"one"]).await;
+        spool
+            .append(9, "sender-b", &[b"two"], &rejected)
+            .await
+            .unwrap();
+        spool.close();
+    }
+    let (spool, records, repairs) = Spool::open(&config(dir.path())).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(repairs.torn_bytes, 0);
+    let second = spool.read_record(&records[1]).unwrap();
+    assert_eq!(second.received_at, 9);
+    assert_eq!(second.sender, "sender-b");
+    assert_eq!(second.spans[0].1, b"two");
+    assert_eq!(second.rejected[0].1, rejected[0]);
+    assert_eq!(
+        spool.read(&second.spans[0].0).unwrap(),
+        b"two",
+        "replayed locations are readable"
+    );
+    spool.close();
+}
+
+#[tokio::test]
+async fn torn_tail_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+        append_spans(&spool, &[b"kept one"]).await;
+        append_spans(&spool, &[b"kept two"]).await;
+        append_spans(&spool, &[b"torn by the crash"]).await;
+        spool.close();
+    }
+    let segment = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(len - 5).unwrap();
+
+    let (spool, records, repairs) = Spool::open(&config(dir.path())).unwrap();
+    assert_eq!(records.len(), 2, "only the torn record is lost");
+    assert!(repairs.torn_bytes > 0);
+    assert_eq!(repairs.corrupt_records, 0);
+    let spans: Vec<Vec<u8>> = records
+        .iter()
+        .map(|position| spool.read_record(position).unwrap().spans[0].1.clone())
+        .collect();
+    assert_eq!(spans, vec![b"kept one".to_vec(), b"kept two".to_vec()]);
+    let after_cut = std::fs::metadata(&segment).unwrap().len();
+    assert!(after_cut < len - 5, "the torn bytes are cut from the file");
+    append_spans(&spool, &[b"after restart"]).await;
+    spool.close();
+}
+
+#[tokio::test]
+async fn corrupt_record_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_segment;
+    {
+        let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+        let first = append_spans(&spool, &[b"first record"]).await;
+        append_spans(&spool, &[b"second record, to be damaged"]).await;
+        append_spans(&spool, &[b"third record"]).await;
+        first_segment = first[0].segment;
+        spool.close();
+    }
+    let segment = segment_files(dir.path())
+        .into_iter()
+        .find(|path| {
+            path.file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                == first_segment
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let damaged = bytes
+        .windows(6)
+        .position(|window| window == b"damage")
+        .unwrap();
+    bytes[damaged] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (spool, records, repairs) = Spool::open(&config(dir.path())).unwrap();
+    assert_eq!(repairs.corrupt_records, 1);
+    assert_eq!(
+        records.len(),
+        2,
+        "the records around the corrupt one are replayed"
+    );
+    let third = spool.read_record(&records[1]).unwrap();
+    assert_eq!(third.spans[0].1, b"third record");
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("corrupt"))
+        .unwrap()
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt record is copied aside");
+    spool.close();
+}
+
+#[tokio::test]
+async fn full_spool_rejects_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut small = config(dir.path());
+    small.max_bytes = ByteSize::kib(64);
+    let (spool, _, _) = Spool::open(&small).unwrap();
+    let big = vec![7u8; 40 * 1024];
+    append_spans(&spool, &[&big]).await;
+    append_spans(&spool, &[&big]).await;
+    let error = spool
+        .append(1, "", &[&big], &[])
+        .await
+        .expect_err("the budget is used up");
+    assert!(matches!(error, SpoolError::Full { .. }), "{error}");
+    spool.close();
+}
+
+#[tokio::test]
+async fn released_segments_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+    let big = vec![1u8; 40 * 1024];
+    let mut locations = Vec::new();
+    for _ in 0..4 {
+        locations.extend(append_spans(&spool, &[&big]).await);
+    }
+    let before = segment_files(dir.path()).len();
+    assert!(before >= 3, "records rotate into new segments");
+    spool.release(locations[..2].iter().copied());
+    let deleted = spool.trim();
+    assert!(
+        deleted >= 1,
+        "segments holding only released spans are deleted"
+    );
+    assert!(segment_files(dir.path()).len() < before);
+    assert_eq!(
+        spool.read(&locations[3]).unwrap(),
+        big,
+        "live spans stay readable"
+    );
+    spool.close();
+}
+
+#[tokio::test]
+async fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let (spool, _, _) = Spool::open(&config(&spool_dir)).unwrap();
+    append_spans(&spool, &[b"secret-free but private"]).await;
+    let mode = std::fs::metadata(&spool_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    for file in segment_files(&spool_dir) {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    spool.close();
+}
