@@ -20,6 +20,7 @@ use crate::receiver::grpc::TraceService;
 /// A running receiver, for tests and for [`run`].
 pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -38,7 +39,9 @@ impl Running {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
     wait_for_signal().await;
-    tracing::info!("shutdown requested; finishing in-flight requests and writing buffered workflows");
+    tracing::info!(
+        "shutdown requested; finishing in-flight requests and writing buffered workflows"
+    );
     running.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
@@ -46,7 +49,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -68,7 +72,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
-    let (sink, sink_handle, sink_queue) = Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
+    let (sink, sink_handle, sink_queue) =
+        Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
     let sink_task = tokio::spawn(sink.run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
@@ -82,19 +87,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
     ));
 
-    let receiver = Arc::new(Receiver::new(assembler_handle, metrics.clone(), config.policy.clone()));
+    let receiver = Arc::new(Receiver::new(
+        assembler_handle,
+        metrics.clone(),
+        config.policy.clone(),
+    ));
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let http_listener = tokio::net::TcpListener::bind(config.otlp.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on otlp.http_addr {}", config.otlp.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
     let admin_listener = crate::admin::bind(config.admin.addr)
         .await
         .with_context(|| format!("cannot listen on admin.addr {}", config.admin.addr))?;
     let admin_addr = admin_listener.local_addr()?;
     warn_if_exposed(grpc_addr);
+    warn_if_exposed(http_addr);
 
     let (shutdown, shutdown_watch) = watch::channel(false);
-    let service = TraceService::new(receiver.clone(), config.otlp.max_request_size.as_u64() as usize);
+    let max_request_size = config.otlp.max_request_size.as_u64() as usize;
+    let service = TraceService::new(receiver.clone(), max_request_size);
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -103,6 +118,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 signalled(shutdown_watch.clone()),
             ),
     );
+    let http_task = tokio::spawn(crate::receiver::http::serve(
+        http_listener,
+        receiver.clone(),
+        max_request_size,
+        signalled(shutdown_watch.clone()),
+    ));
     let admin_task = tokio::spawn(crate::admin::serve(
         admin_listener,
         registry,
@@ -110,20 +131,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clickhouse.database.clone(),
         signalled(shutdown_watch.clone()),
     ));
-    tracing::info!(%grpc_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC");
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC and HTTP");
 
     let done = tokio::spawn(async move {
         let mut watch = shutdown_watch;
         let _ = watch.wait_for(|stop| *stop).await;
         receiver.stop_accepting();
-        grpc_task.await.context("the gRPC server task panicked")?.context("the gRPC server failed")?;
+        grpc_task
+            .await
+            .context("the gRPC server task panicked")?
+            .context("the gRPC server failed")?;
+        http_task
+            .await
+            .context("the OTLP/HTTP server task panicked")?
+            .context("the OTLP/HTTP server failed")?;
         drop(receiver);
-        assembler_task.await.context("the assembler task panicked")?;
+        assembler_task
+            .await
+            .context("the assembler task panicked")?;
         sink_task.await.context("the sink task panicked")?;
-        admin_task.await.context("the admin task panicked")?.context("the admin server failed")?;
+        admin_task
+            .await
+            .context("the admin task panicked")?
+            .context("the admin server failed")?;
         Ok(())
     });
-    Ok(Running { grpc_addr, admin_addr, shutdown, done })
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        admin_addr,
+        shutdown,
+        done,
+    })
 }
 
 fn limits(config: &Config) -> Limits {
@@ -145,8 +184,14 @@ fn recall_fn(client: clickhouse::Client) -> RecallFn {
             let span_ids: Vec<String> = request.span_ids.iter().map(|id| id.to_hex()).collect();
             match crate::clickhouse::recall_quarantined(&client, &trace_id, &span_ids).await {
                 Ok(raw_spans) => {
-                    let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender: Arc::from("") };
-                    raw_spans.iter().filter_map(|raw| span_from_raw(raw, &context)).collect()
+                    let context = RequestContext {
+                        received_at_unix_nano: crate::now_unix_nano(),
+                        sender: Arc::from(""),
+                    };
+                    raw_spans
+                        .iter()
+                        .filter_map(|raw| span_from_raw(raw, &context))
+                        .collect()
                 }
                 Err(error) => {
                     tracing::warn!(trace_id = %trace_id, code = error.code(), %error, "reading quarantined spans back failed; retrying");

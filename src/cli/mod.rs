@@ -56,7 +56,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => crate::serve::run(config).await,
         Command::Schema { apply: false } => {
-            print!("{}", crate::clickhouse::schema::script(&config.clickhouse.database));
+            print!(
+                "{}",
+                crate::clickhouse::schema::script(&config.clickhouse.database)
+            );
             Ok(())
         }
         Command::Schema { apply: true } => {
@@ -64,8 +67,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
             match applied.as_slice() {
-                [] => println!("schema is up to date in database {}", config.clickhouse.database),
-                versions => println!("applied migrations {versions:?} in database {}", config.clickhouse.database),
+                [] => println!(
+                    "schema is up to date in database {}",
+                    config.clickhouse.database
+                ),
+                versions => println!(
+                    "applied migrations {versions:?} in database {}",
+                    config.clickhouse.database
+                ),
             }
             Ok(())
         }
@@ -79,8 +88,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

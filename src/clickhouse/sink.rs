@@ -156,9 +156,18 @@ pub struct Sink {
 
 impl Sink {
     /// A sink writing through `client`; returns the handle to feed it.
-    pub fn new(client: clickhouse::Client, config: ClickhouseConfig, metrics: Arc<Metrics>) -> (Sink, SinkHandle, mpsc::Receiver<SinkInput>) {
+    pub fn new(
+        client: clickhouse::Client,
+        config: ClickhouseConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Sink, SinkHandle, mpsc::Receiver<SinkInput>) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let sink = Sink { client, config, metrics, batches: Batches::default() };
+        let sink = Sink {
+            client,
+            config,
+            metrics,
+            batches: Batches::default(),
+        };
         (sink, SinkHandle { sender }, receiver)
     }
 
@@ -188,7 +197,9 @@ impl Sink {
                 self.batches.workflows.extend(rows.workflow);
             }
             SinkInput::Rejected(spans) => {
-                self.batches.rejected.extend(spans.into_iter().map(RejectedRow::new));
+                self.batches
+                    .rejected
+                    .extend(spans.into_iter().map(RejectedRow::new));
             }
         }
         self.batches.oldest.get_or_insert(now);
@@ -214,23 +225,34 @@ impl Sink {
         let mut quarantined = Vec::new();
         if !batches.spans.is_empty() {
             let stored = batches.spans.len();
-            let rejected = self.write("agent_spans", batches.spans, &mut quarantined).await;
+            let rejected = self
+                .write("agent_spans", batches.spans, &mut quarantined)
+                .await;
             self.metrics.spans_stored.inc_by((stored - rejected) as u64);
         }
         let mut rejected_rows = batches.rejected;
         rejected_rows.extend(quarantined);
         if !rejected_rows.is_empty() {
             let counts = reason_counts(&rejected_rows);
-            self.write("agent_rejected_spans", rejected_rows, &mut Vec::new()).await;
+            self.write("agent_rejected_spans", rejected_rows, &mut Vec::new())
+                .await;
             for (reason, count) in counts {
                 self.metrics.rejected(reason).inc_by(count);
             }
         }
         if !batches.workflows.is_empty() {
-            let statuses: Vec<String> = batches.workflows.iter().map(|row| row.status.clone()).collect();
-            self.write("agent_workflows", batches.workflows, &mut Vec::new()).await;
+            let statuses: Vec<String> = batches
+                .workflows
+                .iter()
+                .map(|row| row.status.clone())
+                .collect();
+            self.write("agent_workflows", batches.workflows, &mut Vec::new())
+                .await;
             for status in statuses {
-                self.metrics.workflows.get_or_create(&StatusLabel { status }).inc();
+                self.metrics
+                    .workflows
+                    .get_or_create(&StatusLabel { status })
+                    .inc();
             }
         }
         self.metrics.sink_queue_rows.set(0);
@@ -239,8 +261,12 @@ impl Sink {
     /// Writes `rows` to `table`, retrying until ClickHouse confirms. Rows it
     /// rejects permanently are isolated; their quarantine rows are added to
     /// `quarantined`. Returns the number of rows rejected.
-    async fn write<T: SinkRow>(&self, table: &'static str, rows: Vec<T>, quarantined: &mut Vec<RejectedRow>) -> usize
-    {
+    async fn write<T: SinkRow>(
+        &self,
+        table: &'static str,
+        rows: Vec<T>,
+        quarantined: &mut Vec<RejectedRow>,
+    ) -> usize {
         let mut pending = vec![rows];
         let mut rejected = 0;
         while let Some(batch) = pending.pop() {
@@ -248,7 +274,9 @@ impl Sink {
                 Ok(()) => {
                     self.metrics
                         .rows_written
-                        .get_or_create(&TableLabel { table: table.to_owned() })
+                        .get_or_create(&TableLabel {
+                            table: table.to_owned(),
+                        })
                         .inc_by(batch.len() as u64);
                 }
                 Err(error) if batch.len() > 1 => {
@@ -275,8 +303,11 @@ impl Sink {
         rejected
     }
 
-    async fn write_with_retries<T: SinkRow>(&self, table: &'static str, rows: &[T]) -> Result<(), StoreError>
-    {
+    async fn write_with_retries<T: SinkRow>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+    ) -> Result<(), StoreError> {
         let token = deduplication_token(table, rows);
         let mut delay = self.config.retry_initial;
         let mut attempt: u32 = 0;
@@ -285,7 +316,9 @@ impl Sink {
             match self.insert_once(table, rows, &token).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    let label = TableLabel { table: table.to_owned() };
+                    let label = TableLabel {
+                        table: table.to_owned(),
+                    };
                     self.metrics.insert_failures.get_or_create(&label).inc();
                     if !error.is_retryable() {
                         return Err(error);
@@ -299,8 +332,12 @@ impl Sink {
         }
     }
 
-    async fn insert_once<T: SinkRow>(&self, table: &str, rows: &[T], token: &str) -> Result<(), StoreError>
-    {
+    async fn insert_once<T: SinkRow>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: &str,
+    ) -> Result<(), StoreError> {
         let mut insert = self
             .client
             .insert::<T>(table)
@@ -321,7 +358,10 @@ fn reason_counts(rows: &[RejectedRow]) -> Vec<(Reason, u64)> {
     Reason::ALL
         .iter()
         .map(|reason| {
-            let count = rows.iter().filter(|row| row.reason == reason.code()).count() as u64;
+            let count = rows
+                .iter()
+                .filter(|row| row.reason == reason.code())
+                .count() as u64;
             (*reason, count)
         })
         .filter(|(_, count)| *count > 0)

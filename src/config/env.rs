@@ -5,10 +5,11 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Config, ConfigError};
 
 /// Fixed short names and the setting each one sets.
-pub const ALIASES: [(&str, &str); 4] = [
+pub const ALIASES: [(&str, &str); 5] = [
     ("AGENT_LEDGER_SETTLE", "assembler.settle"),
     ("AGENT_LEDGER_ROOT_WAIT", "assembler.root_wait"),
     ("AGENT_LEDGER_OTLP_GRPC_ADDR", "otlp.grpc_addr"),
+    ("AGENT_LEDGER_OTLP_HTTP_ADDR", "otlp.http_addr"),
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
 ];
 
@@ -16,7 +17,10 @@ pub const ALIASES: [(&str, &str); 4] = [
 pub fn apply(tree: &mut Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
     for (path, default) in setting_paths() {
         let name = env_name(&path);
-        let alias = ALIASES.iter().find(|(_, target)| *target == path).map(|(alias, _)| *alias);
+        let alias = ALIASES
+            .iter()
+            .find(|(_, target)| *target == path)
+            .map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
@@ -52,7 +56,11 @@ fn collect_paths(value: &Value, prefix: String, paths: &mut Vec<(String, Value)>
         Value::Mapping(map) if !prefix.ends_with("custom") => {
             for (key, child) in map {
                 let Some(key) = key.as_str() else { continue };
-                let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 collect_paths(child, path, paths);
             }
         }
@@ -107,6 +115,8 @@ fn set(tree: &mut Value, path: &str, value: Value) {
             map.insert(key, value);
             return;
         }
-        node = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
     }
 }

@@ -3,10 +3,12 @@
 //! Takes OTLP export requests, runs the per-span checks, reports rejected
 //! spans (and workflow roots whose own attributes fail the policy) in
 //! `partial_success`, and queues the checked spans for the assembler. The
-//! mapping from receiver errors to gRPC statuses is in [`ExportError`].
+//! mapping from receiver errors to gRPC statuses is in [`ExportError`], and
+//! to HTTP statuses in [`http::http_status`].
 
 pub mod convert;
 pub mod grpc;
+pub mod http;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,9 @@ use std::time::Duration;
 
 use crate::assembler::task::{AssemblerHandle, Batch};
 use crate::metrics::{CodeLabel, Metrics};
-use crate::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use crate::otlp::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
 use crate::span::Span;
@@ -65,12 +69,28 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver feeding `assembler`.
     pub fn new(assembler: AssemblerHandle, metrics: Arc<Metrics>, policy: Policy) -> Self {
-        Receiver { assembler, metrics, policy, stopping: AtomicBool::new(false) }
+        Receiver {
+            assembler,
+            metrics,
+            policy,
+            stopping: AtomicBool::new(false),
+        }
     }
 
     /// Makes every later request fail with `UNAVAILABLE`.
     pub fn stop_accepting(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Counts a request that failed before it reached [`Receiver::export`],
+    /// such as one over the size limit; `code` is the metric label.
+    pub fn count_request(&self, code: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     /// Handles one decoded export request from `sender`.
@@ -84,7 +104,7 @@ impl Receiver {
             Ok(_) => "ok",
             Err(ExportError::Unavailable) => "unavailable",
         };
-        self.metrics.requests.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
+        self.count_request(code);
         result
     }
 
@@ -96,11 +116,16 @@ impl Receiver {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
         }
-        let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender };
+        let context = RequestContext {
+            received_at_unix_nano: crate::now_unix_nano(),
+            sender,
+        };
         let converted = convert_request(request, &context);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {
-            return Ok(ExportTraceServiceResponse { partial_success: None });
+            return Ok(ExportTraceServiceResponse {
+                partial_success: None,
+            });
         }
         self.metrics.spans_received.inc_by(received as u64);
         let mut report = Report::default();
@@ -110,8 +135,14 @@ impl Receiver {
         for span in &converted.spans {
             self.check_root(span, &mut report);
         }
-        let batch = Batch { spans: converted.spans, rejected: converted.rejected };
-        self.assembler.send(batch).await.map_err(|_| ExportError::Unavailable)?;
+        let batch = Batch {
+            spans: converted.spans,
+            rejected: converted.rejected,
+        };
+        self.assembler
+            .send(batch)
+            .await
+            .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
     }
 
@@ -143,8 +174,15 @@ struct Report {
 
 impl Report {
     fn add_rejected(&mut self, span: &RejectedSpan) {
-        let reason = span.reason.map(|reason| reason.code()).unwrap_or("rejected");
-        self.add(&span.trace_id, &span.span_id, &format!("{reason}: {}", span.detail));
+        let reason = span
+            .reason
+            .map(|reason| reason.code())
+            .unwrap_or("rejected");
+        self.add(
+            &span.trace_id,
+            &span.span_id,
+            &format!("{reason}: {}", span.detail),
+        );
     }
 
     fn add(&mut self, trace_id: &str, span_id: &str, text: &str) {
@@ -161,10 +199,13 @@ impl Report {
 
     fn into_response(mut self) -> ExportTraceServiceResponse {
         if self.rejected == 0 {
-            return ExportTraceServiceResponse { partial_success: None };
+            return ExportTraceServiceResponse {
+                partial_success: None,
+            };
         }
         if self.omitted > 0 {
-            self.message.push_str(&format!("; and {} more", self.omitted));
+            self.message
+                .push_str(&format!("; and {} more", self.omitted));
         }
         let message = format!("{} spans rejected: {}", self.rejected, self.message);
         ExportTraceServiceResponse {
