@@ -2,8 +2,8 @@
 
 Each test runs a real agent of one framework with a scripted offline model,
 inside an application root span that carries the workflow's origin and
-credential, exports the spans over OTLP to a running agent-ledger, and reads
-the verdict and the linked steps back from ClickHouse.
+credential. The spans go over OTLP to a running agent-ledger, and the test
+reads the verdict and the linked steps back from ClickHouse.
 
 frameworks/run starts agent-ledger and passes its addresses in the
 environment: AGENT_LEDGER_FRAMEWORKS_GRPC (host:port),
@@ -230,7 +230,7 @@ def application_root(provider: TracerProvider, framework: str, **extra):
     """Opens the application's root span around one agent run.
 
     The span carries the origin, the task and the credential, which only the
-    application knows. Yields the trace id as 32 hex digits.
+    application has. Yields the trace id as 32 hex digits.
     """
     tracer = provider.get_tracer("framework-tests")
     attributes = dict(ROOT_ATTRIBUTES, **{"agent_ledger.task.spec": QUESTION}, **extra)
@@ -258,10 +258,11 @@ def assert_valid_run(ledger: Ledger, trace_id: str, *, agent: str, model_version
                      inference_basis: str):
     """Checks what every framework test checks, from ClickHouse.
 
-    The workflow is valid with the expected agent and model version; the run
-    is inference, tool, inference in step order; the tool step is caused by
-    the inference step before it, and the second inference step by the tool
-    step, each with the expected basis (basis `parent` expects the parent).
+    The workflow must be valid with the expected agent and model version,
+    and the run must be inference, tool, inference in step order. The tool
+    step must be caused by the inference step before it, and the second
+    inference step by the tool step, each with the expected basis. Basis
+    `parent` expects the step's parent instead.
     """
     verdict = ledger.verdict(trace_id)
     assert verdict["Status"] == "valid", verdict["Reasons"]

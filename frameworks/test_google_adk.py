@@ -5,11 +5,11 @@ A `BaseLlm` subclass scripts the conversation and `InMemoryRunner` runs the
 agent with no network. ADK opens `invoke_workflow`, then `invoke_agent`,
 with `generate_content {model}` and `execute_tool {tool}` under it, records
 `gen_ai.tool.call.id` on the tool span and one model name
-(`gen_ai.request.model`). It keeps no messages on its spans, and its
-`generate_content` span stays open until the tool it requested has run, so
-neither the call id nor the sequence rule (a model call that ended before
-the tool started) applies: the tool step and the next model call are caused
-by their parent, the `invoke_agent` span.
+(`gen_ai.request.model`). It keeps no messages on its spans, so no model
+call names the tool call id. Its `generate_content` span stays open until
+the tool it requested has run, so the sequence rule (a model call that ended
+before the tool started) finds none either. The tool step and the next model
+call are therefore caused by their parent, the `invoke_agent` span.
 """
 
 import asyncio
@@ -26,7 +26,7 @@ CALL_ID = "adk-call-1042"
 
 
 class ScriptedLlm(BaseLlm):
-    """Requests `lookup_order` once, then answers; no network."""
+    """Requests `lookup_order` once, then returns the final text, offline."""
 
     calls: int = 0
 

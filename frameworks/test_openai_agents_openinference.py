@@ -6,7 +6,7 @@ trace processor that turns SDK spans into OpenTelemetry spans, and as the
 exclusive processor it replaces the SDK's exporter to the OpenAI platform.
 A `Model` subclass scripts the conversation and opens the generation span
 that a real model class opens. OpenInference names the agent in
-`agent.name`, the model in `llm.model_name` and the tool in `tool.name`; it
+`agent.name`, the model in `llm.model_name` and the tool in `tool.name`. It
 records call ids on the model calls but not on the tool spans, so tool
 steps are linked by sequence.
 """
@@ -27,7 +27,7 @@ ARGUMENTS = json.dumps({"order_id": 1042})
 
 
 class ScriptedModel(Model):
-    """Requests `lookup_order` once, then answers; no network."""
+    """Requests `lookup_order` once, then returns the final text, offline."""
 
     def __init__(self):
         self.calls = 0

@@ -2,7 +2,7 @@
 exported over OTLP/HTTP.
 
 `TestModel` is pydantic-ai's own offline model: it calls every tool once,
-then answers with the tool results. The spans are `invoke_agent`, then
+then returns the tool results as its output. The spans are `invoke_agent`, then
 `chat` and `execute_tool` siblings under it, with `gen_ai.tool.call.id` and
 the messages in `gen_ai.input.messages` / `gen_ai.output.messages`.
 """

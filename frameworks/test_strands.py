@@ -2,7 +2,7 @@
 OTLP gRPC.
 
 A `Model` subclass scripts the conversation: the first call requests the
-tool, the second answers. Strands nests `chat` and `execute_tool` under
+tool, and the second returns the final text. Strands nests `chat` and `execute_tool` under
 `execute_event_loop_cycle` spans, reports `gen_ai.system=strands-agents`
 and one model name (`gen_ai.request.model`), and keeps the messages in span
 events: `gen_ai.choice` for the output, `gen_ai.tool.message` for tool
@@ -20,7 +20,7 @@ CALL_ID = "tooluse_order_1042"
 
 
 class ScriptedModel(Model):
-    """Requests `lookup_order` once, then answers; no network."""
+    """Requests `lookup_order` once, then returns the final text, offline."""
 
     def __init__(self):
         self.config = {"model_id": MODEL_ID}

@@ -100,7 +100,7 @@ pub fn result_call_ids(span: &Span, input_messages: Option<&str>) -> Vec<String>
     ids
 }
 
-/// An event attribute holding JSON text, parsed.
+/// Parses an event attribute that holds JSON text.
 fn event_json(event: &Event, attribute: &str) -> Option<Json> {
     let text = event.attributes.get_text(attribute)?;
     serde_json::from_str(&text).ok()

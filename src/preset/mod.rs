@@ -172,7 +172,8 @@ impl Resolver {
         })
     }
 
-    /// The first `tool_call_id` in the JSON of the `tool_output` attributes.
+    /// Finds the first `tool_call_id` in the JSON of the `tool_output`
+    /// attributes.
     fn call_id_in_output(&self, span: &Span) -> Option<String> {
         self.presets
             .iter()
@@ -198,8 +199,9 @@ fn span_only(span: &Span, presets: &[Preset], field: Field) -> Option<String> {
         .find_map(|name| span.attributes.get_text(name))
 }
 
-/// How deep [`find_call_id`] looks; LangChain's `ToolMessage` keeps the id
-/// two levels down (`{"type": "tool", "data": {"tool_call_id": ...}}`).
+/// Maximum object depth that [`find_call_id`] searches. LangChain's
+/// `ToolMessage` keeps the id two levels down
+/// (`{"type": "tool", "data": {"tool_call_id": ...}}`).
 const MAX_CALL_ID_DEPTH: usize = 4;
 
 fn find_call_id(json: &serde_json::Value, depth: usize) -> Option<String> {

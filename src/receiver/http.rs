@@ -6,7 +6,7 @@
 //! it to [`Receiver::export`], which applies the same per-span checks and
 //! partial-success rules as gRPC. The response body is in the request's
 //! content type: an `ExportTraceServiceResponse` on success and a
-//! `google.rpc.Status` on failure, as the OTLP specification asks. Statuses:
+//! `google.rpc.Status` on failure, as the OTLP specification requires. Statuses:
 //! 200 (with `partial_success` when spans were rejected), 400 for a body that
 //! cannot be decoded, 404 for other paths, 405 for other methods, 413 for a
 //! body over the size limit, 415 for another content type or encoding, and
@@ -40,7 +40,7 @@ const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
 const CODE_UNAVAILABLE: i32 = 14;
 
-/// The HTTP answer to a failed export: the status, the gRPC code for the
+/// The HTTP response to a failed export: the status, the gRPC code for the
 /// body, and the delay for `Retry-After` where the client should retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpFailure {
@@ -49,7 +49,7 @@ pub struct HttpFailure {
     pub retry_after: Option<Duration>,
 }
 
-/// Maps every [`ExportError`] to its HTTP answer; the HTTP counterpart of
+/// Maps every [`ExportError`] to its HTTP response; the HTTP counterpart of
 /// [`ExportError::to_status`]. The match has no catch-all arm, so a new
 /// variant does not compile until it is mapped here.
 pub fn http_status(error: &ExportError) -> HttpFailure {
@@ -101,7 +101,7 @@ impl Format {
     }
 }
 
-/// Why a body could not be turned into an export request.
+/// A failure to turn a request body into an export request.
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
     #[error("the request body exceeds otlp.max_request_size ({limit} bytes){stage}")]
