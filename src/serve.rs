@@ -22,6 +22,7 @@ use crate::spool::{RecordPosition, Spool};
 /// A running receiver, for tests and for [`run`].
 pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -112,17 +113,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let http_listener = tokio::net::TcpListener::bind(config.otlp.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on otlp.http_addr {}", config.otlp.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
     let admin_listener = crate::admin::bind(config.admin.addr)
         .await
         .with_context(|| format!("cannot listen on admin.addr {}", config.admin.addr))?;
     let admin_addr = admin_listener.local_addr()?;
     warn_if_exposed(grpc_addr);
+    warn_if_exposed(http_addr);
 
     let (shutdown, shutdown_watch) = watch::channel(false);
-    let service = TraceService::new(
-        receiver.clone(),
-        config.otlp.max_request_size.as_u64() as usize,
-    );
+    let max_request_size = config.otlp.max_request_size.as_u64() as usize;
+    let service = TraceService::new(receiver.clone(), max_request_size);
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -131,6 +135,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 signalled(shutdown_watch.clone()),
             ),
     );
+    let http_task = tokio::spawn(crate::receiver::http::serve(
+        http_listener,
+        receiver.clone(),
+        max_request_size,
+        signalled(shutdown_watch.clone()),
+    ));
     let admin_task = tokio::spawn(crate::admin::serve(
         admin_listener,
         registry,
@@ -138,7 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clickhouse.database.clone(),
         signalled(shutdown_watch.clone()),
     ));
-    tracing::info!(%grpc_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC");
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC and HTTP");
 
     let done = tokio::spawn(async move {
         let mut watch = shutdown_watch;
@@ -148,6 +158,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("the gRPC server task panicked")?
             .context("the gRPC server failed")?;
+        http_task
+            .await
+            .context("the OTLP/HTTP server task panicked")?
+            .context("the OTLP/HTTP server failed")?;
         drop(receiver);
         assembler_task
             .await
@@ -163,6 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         grpc_addr,
+        http_addr,
         admin_addr,
         shutdown,
         done,

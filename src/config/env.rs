@@ -5,10 +5,11 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Config, ConfigError};
 
 /// Fixed short names and the setting each one sets.
-pub const ALIASES: [(&str, &str); 4] = [
+pub const ALIASES: [(&str, &str); 5] = [
     ("AGENT_LEDGER_SETTLE", "assembler.settle"),
     ("AGENT_LEDGER_ROOT_WAIT", "assembler.root_wait"),
     ("AGENT_LEDGER_OTLP_GRPC_ADDR", "otlp.grpc_addr"),
+    ("AGENT_LEDGER_OTLP_HTTP_ADDR", "otlp.http_addr"),
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
 ];
 

@@ -66,6 +66,8 @@ pub struct Config {
 pub struct OtlpConfig {
     /// OTLP gRPC listen address.
     pub grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address (`POST /v1/traces`, protobuf or JSON).
+    pub http_addr: SocketAddr,
     /// Maximum request size, before and after decompression. The OTLP
     /// specification recommends accepting at least 64 MiB.
     pub max_request_size: ByteSize,
@@ -75,6 +77,7 @@ impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 4318)),
             max_request_size: ByteSize::mib(64),
         }
     }

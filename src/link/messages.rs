@@ -5,11 +5,15 @@
 //! attributes (`gen_ai.output.messages`, `gen_ai.input.messages` and the
 //! presets' equivalents, in the GenAI, OpenAI, Anthropic and Bedrock shapes)
 //! and from OpenInference's flattened message attributes
-//! (`llm.output_messages.0.message.tool_calls.0.tool_call.id`).
+//! (`llm.output_messages.0.message.tool_calls.0.tool_call.id`). Instrumentations
+//! that put messages in span events instead are read too: the GenAI event
+//! `gen_ai.client.inference.operation.details` with `gen_ai.input.messages`
+//! and `gen_ai.output.messages`, and the older `gen_ai.choice` (output) and
+//! `gen_ai.tool.message` (input) events that Strands Agents records.
 
 use serde_json::Value as Json;
 
-use crate::span::Span;
+use crate::span::{Event, Span};
 
 /// Keys that hold a tool call id in the message shapes above.
 const ID_KEYS: [&str; 6] = [
@@ -20,6 +24,17 @@ const ID_KEYS: [&str; 6] = [
     "tool_use_id",
     "toolUseId",
 ];
+
+/// Event carrying `gen_ai.input.messages` and `gen_ai.output.messages` in
+/// the GenAI semantic conventions since 1.37.
+const DETAILS_EVENT: &str = "gen_ai.client.inference.operation.details";
+
+/// Older GenAI event with one output choice in its `message` attribute.
+const CHOICE_EVENT: &str = "gen_ai.choice";
+
+/// Older GenAI event with one tool result: the call id in `id`, or inside
+/// the JSON `content`.
+const TOOL_MESSAGE_EVENT: &str = "gen_ai.tool.message";
 
 /// Part or message types that carry a tool result.
 const RESULT_TYPES: [&str; 5] = [
@@ -44,6 +59,16 @@ pub fn requested_call_ids(span: &Span, output_messages: Option<&str>) -> Vec<Str
             push(&mut ids, value.to_text());
         }
     }
+    for event in &span.events {
+        let attribute = match event.name.as_str() {
+            DETAILS_EVENT => "gen_ai.output.messages",
+            CHOICE_EVENT => "message",
+            _ => continue,
+        };
+        if let Some(json) = event_json(event, attribute) {
+            collect_ids(&json, &mut ids);
+        }
+    }
     ids
 }
 
@@ -54,7 +79,31 @@ pub fn result_call_ids(span: &Span, input_messages: Option<&str>) -> Vec<String>
         collect_result_ids(&json, false, &mut ids);
     }
     collect_flattened_results(span, &mut ids);
+    for event in &span.events {
+        match event.name.as_str() {
+            DETAILS_EVENT => {
+                if let Some(json) = event_json(event, "gen_ai.input.messages") {
+                    collect_result_ids(&json, false, &mut ids);
+                }
+            }
+            TOOL_MESSAGE_EVENT => {
+                if let Some(id) = event.attributes.get_text("id") {
+                    push(&mut ids, id);
+                }
+                if let Some(json) = event_json(event, "content") {
+                    collect_result_ids(&json, true, &mut ids);
+                }
+            }
+            _ => {}
+        }
+    }
     ids
+}
+
+/// Parses an event attribute that holds JSON text.
+fn event_json(event: &Event, attribute: &str) -> Option<Json> {
+    let text = event.attributes.get_text(attribute)?;
+    serde_json::from_str(&text).ok()
 }
 
 fn collect_ids(json: &Json, ids: &mut Vec<String>) {

@@ -227,8 +227,10 @@ fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
         .collect()
 }
 
+/// Whether `other` is in the scope `step` looks in: the subtree of the
+/// step's nearest agent span, or the whole workflow when it has none.
 fn same_scope(step: &Step, other: &Step) -> bool {
-    step.agent_span == other.agent_span
+    step.agent_span.is_none() || step.agent_span == other.agent_span
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! bytes. Protobuf `string` and `bytes` share a wire type, so the encoding is
 //! identical, but a single invalid UTF-8 value no longer fails the decode of a
 //! whole request. The receiver checks UTF-8 per span instead and rejects only
-//! the span that carries the invalid value.
+//! the span that carries the invalid value. [`json`] decodes the OTLP/JSON
+//! encoding into the same types.
+
+pub mod json;
 
 use prost::Message;
 

@@ -13,6 +13,7 @@ fn attribute_rule(kind: StepKind, attribute: &str, equals: &[&str]) -> KindRule 
         attribute: Some(attribute.to_owned()),
         equals: names(equals),
         span_name_prefix: Vec::new(),
+        span_name: Vec::new(),
     }
 }
 
@@ -22,6 +23,7 @@ fn present_rule(kind: StepKind, attribute: &str) -> KindRule {
         attribute: Some(attribute.to_owned()),
         equals: Vec::new(),
         span_name_prefix: Vec::new(),
+        span_name: Vec::new(),
     }
 }
 
@@ -31,6 +33,17 @@ fn name_rule(kind: StepKind, prefixes: &[&str]) -> KindRule {
         attribute: None,
         equals: Vec::new(),
         span_name_prefix: names(prefixes),
+        span_name: Vec::new(),
+    }
+}
+
+fn exact_name_rule(kind: StepKind, span_names: &[&str]) -> KindRule {
+    KindRule {
+        kind,
+        attribute: None,
+        equals: Vec::new(),
+        span_name_prefix: Vec::new(),
+        span_name: names(span_names),
     }
 }
 
@@ -42,12 +55,15 @@ pub fn genai() -> Preset {
         agent_id: names(&["gen_ai.agent.id"]),
         agent_version: names(&["gen_ai.agent.version"]),
         request_model: names(&["gen_ai.request.model"]),
-        response_model: names(&["gen_ai.response.model"]),
+        // A framework that records only the requested model (Strands, Google
+        // ADK) records a single model name, and that name is the version.
+        response_model: names(&["gen_ai.response.model", "gen_ai.request.model"]),
         provider: names(&["gen_ai.provider.name", "gen_ai.system"]),
         tool_name: names(&["gen_ai.tool.name"]),
         tool_call_id: names(&["gen_ai.tool.call.id"]),
         input_messages: names(&["gen_ai.input.messages"]),
         output_messages: names(&["gen_ai.output.messages"]),
+        tool_output: Vec::new(),
         kinds: vec![
             attribute_rule(
                 StepKind::Agent,
@@ -60,12 +76,14 @@ pub fn genai() -> Preset {
                 &["chat", "text_completion", "generate_content", "embeddings"],
             ),
             attribute_rule(StepKind::Tool, "gen_ai.operation.name", &["execute_tool"]),
-            name_rule(StepKind::Agent, &["invoke_agent", "create_agent"]),
+            // Span names are "{operation} {target}"; the space keeps a span
+            // such as LangGraph's "chatbot" node out.
+            name_rule(StepKind::Agent, &["invoke_agent ", "create_agent "]),
             name_rule(
                 StepKind::Inference,
-                &["chat", "text_completion", "generate_content"],
+                &["chat ", "text_completion ", "generate_content "],
             ),
-            name_rule(StepKind::Tool, &["execute_tool"]),
+            name_rule(StepKind::Tool, &["execute_tool "]),
             present_rule(StepKind::Tool, "gen_ai.tool.name"),
             present_rule(StepKind::Inference, "gen_ai.request.model"),
         ],
@@ -85,6 +103,7 @@ pub fn openinference() -> Preset {
         tool_call_id: names(&["tool_call.id", "tool.id"]),
         input_messages: names(&["llm.input_messages", "input.value"]),
         output_messages: names(&["llm.output_messages", "output.value"]),
+        tool_output: names(&["output.value"]),
         kinds: vec![
             attribute_rule(StepKind::Agent, "openinference.span.kind", &["AGENT"]),
             attribute_rule(StepKind::Inference, "openinference.span.kind", &["LLM"]),
@@ -174,10 +193,11 @@ pub fn strands() -> Preset {
         tool_name: names(&["gen_ai.tool.name", "tool.name"]),
         tool_call_id: names(&["gen_ai.tool.call.id", "tool.id"]),
         kinds: vec![
-            name_rule(StepKind::Other, &["execute_event_loop_cycle", "Cycle "]),
-            name_rule(StepKind::Agent, &["invoke_agent"]),
-            name_rule(StepKind::Inference, &["chat", "Model invoke"]),
-            name_rule(StepKind::Tool, &["execute_tool", "Tool:"]),
+            exact_name_rule(StepKind::Other, &["execute_event_loop_cycle"]),
+            name_rule(StepKind::Other, &["Cycle "]),
+            name_rule(StepKind::Agent, &["invoke_agent "]),
+            exact_name_rule(StepKind::Inference, &["chat", "Model invoke"]),
+            name_rule(StepKind::Tool, &["execute_tool ", "Tool: "]),
         ],
         ..Preset::default()
     }

@@ -6,7 +6,9 @@
 //! before resource attributes; within each, presets are tried in the
 //! configured order and, within a preset, names in their listed order; the
 //! first non-empty value wins. For the step kind, the first matching rule of
-//! the first preset that has one wins.
+//! the first preset that has one wins. A tool step without a call id
+//! attribute takes the first `tool_call_id` key found in the JSON of the
+//! presets' `tool_output` attributes, in the same order.
 
 mod builtin;
 
@@ -59,6 +61,9 @@ pub struct KindRule {
     /// Span name prefixes that decide when no attribute is named.
     #[serde(default)]
     pub span_name_prefix: Vec<String>,
+    /// Whole span names that decide when no attribute is named.
+    #[serde(default)]
+    pub span_name: Vec<String>,
 }
 
 /// One instrumentation's attribute names.
@@ -78,6 +83,11 @@ pub struct Preset {
     pub input_messages: Vec<String>,
     /// Attributes holding a model call's output messages (JSON).
     pub output_messages: Vec<String>,
+    /// Attributes holding a tool step's output as JSON, searched for a
+    /// `tool_call_id` key when no `tool_call_id` attribute names the call
+    /// (LangChain's `ToolMessage`, which OpenInference records in
+    /// `output.value`).
+    pub tool_output: Vec<String>,
     pub kinds: Vec<KindRule>,
 }
 
@@ -131,9 +141,15 @@ impl Resolver {
         let lookup = |field: Field| self.lookup(span, field);
         let response_model = lookup(|preset| &preset.response_model);
         let request_model = lookup(|preset| &preset.request_model);
+        let kind = self.kind(span);
+        let tool_call_id = lookup(|preset| &preset.tool_call_id).or_else(|| {
+            (kind == Some(StepKind::Tool))
+                .then(|| self.call_id_in_output(span))
+                .flatten()
+        });
         StepFacts {
             is_root: span.attributes.get_text(ORIGIN_TYPE).is_some(),
-            kind: self.kind(span),
+            kind,
             agent_name: lookup(|preset| &preset.agent_name),
             agent_id: lookup(|preset| &preset.agent_id),
             agent_version: lookup(|preset| &preset.agent_version),
@@ -141,7 +157,7 @@ impl Resolver {
             request_model,
             provider: lookup(|preset| &preset.provider),
             tool_name: lookup(|preset| &preset.tool_name),
-            tool_call_id: lookup(|preset| &preset.tool_call_id),
+            tool_call_id,
             input_messages: span_only(span, &self.presets, |preset| &preset.input_messages),
             output_messages: span_only(span, &self.presets, |preset| &preset.output_messages),
         }
@@ -154,6 +170,17 @@ impl Resolver {
                 .flat_map(|preset| field(preset).iter())
                 .find_map(|name| span.resource.attributes.get_text(name))
         })
+    }
+
+    /// Finds the first `tool_call_id` in the JSON of the `tool_output`
+    /// attributes.
+    fn call_id_in_output(&self, span: &Span) -> Option<String> {
+        self.presets
+            .iter()
+            .flat_map(|preset| preset.tool_output.iter())
+            .filter_map(|name| span.attributes.get_text(name))
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .find_map(|json| find_call_id(&json, 0))
     }
 
     fn kind(&self, span: &Span) -> Option<StepKind> {
@@ -172,6 +199,29 @@ fn span_only(span: &Span, presets: &[Preset], field: Field) -> Option<String> {
         .find_map(|name| span.attributes.get_text(name))
 }
 
+/// Maximum object depth that [`find_call_id`] searches. LangChain's
+/// `ToolMessage` keeps the id two levels down
+/// (`{"type": "tool", "data": {"tool_call_id": ...}}`).
+const MAX_CALL_ID_DEPTH: usize = 4;
+
+fn find_call_id(json: &serde_json::Value, depth: usize) -> Option<String> {
+    let serde_json::Value::Object(map) = json else {
+        return None;
+    };
+    if let Some(id) = map
+        .get("tool_call_id")
+        .and_then(|id| id.as_str())
+        .filter(|id| !id.is_empty())
+    {
+        return Some(id.to_owned());
+    }
+    if depth >= MAX_CALL_ID_DEPTH {
+        return None;
+    }
+    map.values()
+        .find_map(|value| find_call_id(value, depth + 1))
+}
+
 fn rule_matches(rule: &KindRule, span: &Span) -> bool {
     if let Some(attribute) = &rule.attribute {
         let Some(value) = span.attributes.get_text(attribute) else {
@@ -183,9 +233,11 @@ fn rule_matches(rule: &KindRule, span: &Span) -> bool {
                 .iter()
                 .any(|expected| expected.eq_ignore_ascii_case(value.trim()));
     }
-    rule.span_name_prefix
-        .iter()
-        .any(|prefix| span.name.starts_with(prefix.as_str()))
+    rule.span_name.contains(&span.name)
+        || rule
+            .span_name_prefix
+            .iter()
+            .any(|prefix| span.name.starts_with(prefix.as_str()))
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! Takes OTLP export requests, runs the per-span checks, reports rejected
 //! spans (and workflow roots whose own attributes fail the policy) in
 //! `partial_success`, and queues the checked spans for the assembler. The
-//! mapping from receiver errors to gRPC statuses is in [`ExportError`].
+//! mapping from receiver errors to gRPC statuses is in [`ExportError`], and
+//! to HTTP statuses in [`http::http_status`].
 
 pub mod convert;
 pub mod grpc;
+pub mod http;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +116,17 @@ impl Receiver {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// Counts a request that failed before it reached [`Receiver::export`],
+    /// such as one over the size limit; `code` is the metric label.
+    pub fn count_request(&self, code: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
     /// Handles one decoded export request from `sender`.
     pub async fn export(
         &self,
@@ -125,12 +138,7 @@ impl Receiver {
             Ok(_) => "ok",
             Err(error) => error.code(),
         };
-        self.metrics
-            .requests
-            .get_or_create(&CodeLabel {
-                code: code.to_owned(),
-            })
-            .inc();
+        self.count_request(code);
         result
     }
 

@@ -36,6 +36,7 @@ pub fn database_name(test: &str) -> String {
 pub fn test_config(test: &str) -> Config {
     let mut config = Config::default();
     config.otlp.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.otlp.http_addr = "127.0.0.1:0".parse().unwrap();
     config.admin.addr = "127.0.0.1:0".parse().unwrap();
     config.clickhouse.url = clickhouse_url();
     config.clickhouse.database = database_name(test);
@@ -78,6 +79,10 @@ impl Harness {
 
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.running.as_ref().unwrap().grpc_addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.running.as_ref().unwrap().http_addr)
     }
 
     pub fn admin_url(&self) -> String {
