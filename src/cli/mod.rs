@@ -34,6 +34,10 @@ pub enum Command {
         /// Create the database and apply every missing migration.
         #[arg(long)]
         apply: bool,
+        /// Cluster to create the schema on (ON CLUSTER, replicated tables
+        /// behind Distributed tables); overrides clickhouse.cluster.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
     },
     /// Print the workflows of a trace: verdict, origin, agent, credential,
     /// and each step with the steps that caused it.
@@ -55,20 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(&config);
     match cli.command {
         Command::Serve => crate::serve::run(config).await,
-        Command::Schema { apply: false } => {
-            print!("{}", crate::clickhouse::schema::script(&config.clickhouse.database));
-            Ok(())
-        }
-        Command::Schema { apply: true } => {
-            let applied = crate::clickhouse::migrate(&config.clickhouse)
-                .await
-                .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
-            match applied.as_slice() {
-                [] => println!("schema is up to date in database {}", config.clickhouse.database),
-                versions => println!("applied migrations {versions:?} in database {}", config.clickhouse.database),
-            }
-            Ok(())
-        }
+        Command::Schema { apply, cluster } => schema(&config, apply, cluster).await,
         Command::Workflow { trace_id, format } => workflow::run(&config, &trace_id, format).await,
         Command::Config => {
             print!("{}", config.to_yaml());
@@ -77,10 +68,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn schema(config: &Config, apply: bool, cluster: Option<String>) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    if cluster.is_some() {
+        config.clickhouse.cluster = cluster;
+        config.validate().context("invalid --cluster")?;
+    }
+    let schema = crate::clickhouse::schema::Schema::new(&config.clickhouse);
+    if !apply {
+        print!("{}", schema.script());
+        return Ok(());
+    }
+    let applied = crate::clickhouse::migrate(&config.clickhouse, &schema)
+        .await
+        .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
+    let place = match &schema.cluster {
+        Some(cluster) => format!("database {} on cluster {cluster}", schema.database),
+        None => format!("database {}", schema.database),
+    };
+    match applied.as_slice() {
+        [] => println!("schema is up to date in {place}"),
+        versions => println!("applied migrations {versions:?} in {place}"),
+    }
+    Ok(())
+}
+
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -12,11 +12,23 @@ pub const ALIASES: [(&str, &str); 4] = [
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
 ];
 
+/// Settings written either as one value or as a map of values: the
+/// variable of the setting itself (`AGENT_LEDGER_CLICKHOUSE_RETENTION`) sets
+/// every entry of the map, and the variable of one entry sets that entry.
+pub const ONE_OR_MANY: [&str; 1] = ["clickhouse.retention"];
+
 /// Applies every `AGENT_LEDGER_*` variable that names a setting.
 pub fn apply(tree: &mut Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
-    for (path, default) in setting_paths() {
+    let paths = setting_paths();
+    for setting in ONE_OR_MANY {
+        expand_one_value(tree, setting, &paths, vars);
+    }
+    for (path, default) in paths {
         let name = env_name(&path);
-        let alias = ALIASES.iter().find(|(_, target)| *target == path).map(|(alias, _)| *alias);
+        let alias = ALIASES
+            .iter()
+            .find(|(_, target)| *target == path)
+            .map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
@@ -52,7 +64,11 @@ fn collect_paths(value: &Value, prefix: String, paths: &mut Vec<(String, Value)>
         Value::Mapping(map) if !prefix.ends_with("custom") => {
             for (key, child) in map {
                 let Some(key) = key.as_str() else { continue };
-                let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 collect_paths(child, path, paths);
             }
         }
@@ -94,6 +110,36 @@ fn parse_value(name: &str, raw: &str, default: &Value) -> Result<Value, ConfigEr
     }
 }
 
+/// Writes a setting given as one value (in the file, or in the setting's
+/// own variable) into each entry of its map, so that a variable naming one
+/// entry changes that entry only.
+fn expand_one_value(
+    tree: &mut Value,
+    setting: &str,
+    paths: &[(String, Value)],
+    vars: &[(String, String)],
+) {
+    let from_env = vars
+        .iter()
+        .find(|(key, _)| *key == env_name(setting))
+        .map(|(_, raw)| Value::from(raw.trim()));
+    let from_file = get(tree, setting)
+        .filter(|value| !value.is_mapping() && !value.is_null())
+        .cloned();
+    let Some(value) = from_env.or(from_file) else {
+        return;
+    };
+    let prefix = format!("{setting}.");
+    // `set` replaces the scalar on its way down with a map.
+    for (path, _) in paths.iter().filter(|(path, _)| path.starts_with(&prefix)) {
+        set(tree, path, value.clone());
+    }
+}
+
+fn get<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |node, part| node.get(part))
+}
+
 fn set(tree: &mut Value, path: &str, value: Value) {
     let mut node = tree;
     let parts: Vec<&str> = path.split('.').collect();
@@ -107,6 +153,8 @@ fn set(tree: &mut Value, path: &str, value: Value) {
             map.insert(key, value);
             return;
         }
-        node = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
     }
 }

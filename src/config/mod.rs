@@ -7,6 +7,7 @@
 //! `Default` impls below. [`Config::load`] returns a validated value.
 
 mod env;
+mod retention;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,18 +20,32 @@ use crate::preset::Preset;
 use crate::validate::Policy;
 
 pub use env::ALIASES;
+pub use retention::{MIN_RETENTION, Retention};
 
 /// A configuration error; the message names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("invalid value {value:?} in environment variable {name}: {message}")]
-    Env { name: String, value: String, message: String },
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid setting {setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -75,7 +90,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        AdminConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -108,6 +125,15 @@ pub struct ClickhouseConfig {
     /// Timeout of one insert or query.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// ClickHouse cluster name (from the server's `remote_servers`). When
+    /// set, the schema is created `ON CLUSTER` with replicated tables behind
+    /// `Distributed` tables, and inserts wait until every shard stored them.
+    pub cluster: Option<String>,
+    /// How long each table keeps rows, counted from `ReceivedAt`, the time
+    /// agent-ledger received them: one duration for every table, or one per
+    /// table.
+    #[serde(deserialize_with = "retention::deserialize_retention")]
+    pub retention: Retention,
 }
 
 impl Default for ClickhouseConfig {
@@ -124,6 +150,8 @@ impl Default for ClickhouseConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
+            cluster: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -134,7 +162,10 @@ impl ClickhouseConfig {
         match &self.password_file {
             Some(path) => std::fs::read_to_string(path)
                 .map(|text| text.lines().next().unwrap_or_default().to_owned())
-                .map_err(|source| ConfigError::Read { path: path.clone(), source }),
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
             None => Ok(self.password.clone()),
         }
     }
@@ -186,7 +217,10 @@ pub struct PresetsConfig {
 impl Default for PresetsConfig {
     fn default() -> Self {
         PresetsConfig {
-            enabled: crate::preset::builtin_presets().into_iter().map(|preset| preset.name).collect(),
+            enabled: crate::preset::builtin_presets()
+                .into_iter()
+                .map(|preset| preset.name)
+                .collect(),
             custom: Vec::new(),
         }
     }
@@ -205,7 +239,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -225,40 +262,87 @@ impl Config {
     }
 
     /// [`Config::load`] with an explicit environment, for tests.
-    pub fn load_with(path: Option<&Path>, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_with(
+        path: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let mut tree = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-                if tree.is_null() { serde_yaml_ng::Value::Mapping(Default::default()) } else { tree }
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let tree: serde_yaml_ng::Value =
+                    serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                if tree.is_null() {
+                    serde_yaml_ng::Value::Mapping(Default::default())
+                } else {
+                    tree
+                }
             }
             None => serde_yaml_ng::Value::Mapping(Default::default()),
         };
         env::apply(&mut tree, vars)?;
-        let origin = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("(environment)"));
+        let origin = path
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("(environment)"));
         let config: Config =
-            serde_yaml_ng::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
+            serde_yaml_ng::from_value(tree).map_err(|source| ConfigError::Parse {
+                path: origin,
+                source,
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: &str| Err(ConfigError::Invalid { setting, message: message.to_owned() });
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
         if self.assembler.settle.is_zero() {
-            return invalid("assembler.settle", "must be greater than zero, for example 10s");
+            return invalid(
+                "assembler.settle",
+                "must be greater than zero, for example 10s",
+            );
         }
         if self.assembler.root_wait < self.assembler.settle {
-            return invalid("assembler.root_wait", "must not be shorter than assembler.settle");
+            return invalid(
+                "assembler.root_wait",
+                "must not be shorter than assembler.settle",
+            );
         }
-        if !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
-            return invalid("clickhouse.url", "must start with http:// or https://, for example http://127.0.0.1:8123");
+        if !(self.clickhouse.url.starts_with("http://")
+            || self.clickhouse.url.starts_with("https://"))
+        {
+            return invalid(
+                "clickhouse.url",
+                "must start with http:// or https://, for example http://127.0.0.1:8123",
+            );
         }
         if !is_identifier(&self.clickhouse.database) {
-            return invalid("clickhouse.database", "must be a plain identifier: letters, digits and underscores");
+            return invalid(
+                "clickhouse.database",
+                "must be a plain identifier: letters, digits and underscores",
+            );
         }
+        if let Some(cluster) = &self.clickhouse.cluster
+            && !is_identifier(cluster)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.cluster",
+                message: format!(
+                    "{cluster:?} is not a plain identifier: use letters, digits and underscores"
+                ),
+            });
+        }
+        self.clickhouse.retention.validate()?;
         if self.clickhouse.batch_rows == 0 {
             return invalid("clickhouse.batch_rows", "must be at least 1");
         }
