@@ -1,5 +1,6 @@
-//! The command line: `serve`, `schema`, `workflow`, `config`.
+//! The command line: `serve`, `schema`, `workflow`, `evidence`, `config`.
 
+mod evidence;
 mod workflow;
 
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = workflow::Format::Table)]
         format: workflow::Format,
     },
+    /// SOC 2, ISO 27001 and HIPAA evidence queries over the audit trail.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
+    },
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
     Config,
@@ -60,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => crate::serve::run(config).await,
         Command::Schema { apply, cluster } => schema(&config, apply, cluster).await,
+        Command::Evidence { command } => evidence::run(&config, command).await,
         Command::Workflow { trace_id, format } => workflow::run(&config, &trace_id, format).await,
         Command::Config => {
             print!("{}", config.to_yaml());

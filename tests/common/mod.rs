@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
