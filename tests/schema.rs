@@ -140,3 +140,13 @@ async fn schema_command_prints_cluster_ddl() {
     assert!(!rejected.status.success());
     assert!(String::from_utf8_lossy(&rejected.stderr).contains("clickhouse.cluster"));
 }
+
+#[test]
+fn cluster_client_waits_for_shards() {
+    let mut config = test_config("schema_client");
+    let single = agent_ledger::clickhouse::client(&config.clickhouse).unwrap();
+    assert_eq!(single.get_setting("distributed_foreground_insert"), None);
+    config.clickhouse.cluster = Some("audit".to_owned());
+    let clustered = agent_ledger::clickhouse::client(&config.clickhouse).unwrap();
+    assert_eq!(clustered.get_setting("distributed_foreground_insert"), Some("1"), "a confirmed insert is stored on the shards");
+}
