@@ -172,6 +172,8 @@ impl Schema {
         clauses.push_str(&format!("ORDER BY {}\n", table.order_by));
         let mut settings =
             format!("index_granularity = 8192, {window_setting} = {DEDUPLICATION_WINDOW}");
+        // NOTE: `CREATE TABLE IF NOT EXISTS` leaves an existing table as it
+        // is, so a changed retention needs `ALTER TABLE ... MODIFY TTL`.
         if let Some((column, setting)) = table.ttl {
             let days = self
                 .retention
