@@ -148,5 +148,9 @@ fn cluster_client_waits_for_shards() {
     assert_eq!(single.get_setting("distributed_foreground_insert"), None);
     config.clickhouse.cluster = Some("audit".to_owned());
     let clustered = agent_ledger::clickhouse::client(&config.clickhouse).unwrap();
-    assert_eq!(clustered.get_setting("distributed_foreground_insert"), Some("1"), "a confirmed insert is stored on the shards");
+    assert_eq!(
+        clustered.get_setting("distributed_foreground_insert"),
+        Some("1"),
+        "a confirmed insert is stored on the shards"
+    );
 }

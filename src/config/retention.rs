@@ -25,21 +25,21 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// `agent_spans` and `agent_spans_trace_id_ts`, its trace index.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_spans: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_workflows: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_rejected_spans: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_credentials: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_ledger_entries: Duration,
     /// Counted from `SignedAt`, the time the instance signed the checkpoint.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_ledger_checkpoints: Duration,
     /// Counted from `StartedAt`, the time the verify run started.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "whole_days")]
     pub agent_verify_runs: Duration,
 }
 
@@ -100,6 +100,28 @@ impl Retention {
     }
 }
 
+/// Durations written in days (`400d`) when they are whole days, because
+/// humantime's own form of 400 days is `1year 1month 4days 7h 26m 24s`.
+mod whole_days {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let seconds = duration.as_secs();
+        if seconds % 86_400 == 0 && duration.subsec_nanos() == 0 {
+            serializer.serialize_str(&format!("{}d", seconds / 86_400))
+        } else {
+            serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Accepts one duration for every table, or a map per table.
 pub(super) fn deserialize_retention<'de, D>(deserializer: D) -> Result<Retention, D::Error>
 where
@@ -122,6 +144,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_in_days() {
+        let mut retention = Retention::default();
+        retention.agent_verify_runs = Duration::from_secs(36 * 3_600);
+        let yaml = serde_yaml_ng::to_string(&retention).unwrap();
+        assert!(yaml.contains("agent_spans: 400d\n"), "{yaml}");
+        assert!(yaml.contains("agent_verify_runs: 1day 12h\n"), "{yaml}");
+        let read: Retention = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(read, retention);
+    }
 
     #[test]
     fn days_round_up() {
