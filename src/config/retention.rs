@@ -109,7 +109,7 @@ mod whole_days {
 
     pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         let seconds = duration.as_secs();
-        if seconds % 86_400 == 0 && duration.subsec_nanos() == 0 {
+        if seconds.is_multiple_of(86_400) && duration.subsec_nanos() == 0 {
             serializer.serialize_str(&format!("{}d", seconds / 86_400))
         } else {
             serializer.serialize_str(&humantime::format_duration(*duration).to_string())
@@ -147,8 +147,10 @@ mod tests {
 
     #[test]
     fn shown_in_days() {
-        let mut retention = Retention::default();
-        retention.agent_verify_runs = Duration::from_secs(36 * 3_600);
+        let retention = Retention {
+            agent_verify_runs: Duration::from_secs(36 * 3_600),
+            ..Retention::default()
+        };
         let yaml = serde_yaml_ng::to_string(&retention).unwrap();
         assert!(yaml.contains("agent_spans: 400d\n"), "{yaml}");
         assert!(yaml.contains("agent_verify_runs: 1day 12h\n"), "{yaml}");
