@@ -161,6 +161,7 @@ fn summary(
         "- files: {} query results and this summary; `sha256sum -c {MANIFEST}` in this folder checks them\n\n",
         report.written.len()
     ));
+
     out.push_str("| query | controls | rows | file |\n|---|---|---|---|\n");
     for ((name, file, rows), request) in report.written.iter().zip(requests) {
         out.push_str(&format!(
@@ -168,6 +169,7 @@ fn summary(
             request.query.controls.join(", ")
         ));
     }
+
     if !report.skipped.is_empty() {
         out.push_str("\n## Queries not run\n\n");
         for (name, reason) in &report.skipped {
@@ -177,6 +179,7 @@ fn summary(
             ));
         }
     }
+
     out.push_str("\n## Questions\n");
     for query in catalog() {
         out.push_str(&format!(
