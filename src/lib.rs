@@ -4,13 +4,15 @@
 //! The pipeline, one module per stage: [`receiver`] (OTLP, per-span checks)
 //! → [`assembler`] (workflows) → [`validate`] (policy) → [`link`] (step
 //! order and causes) → [`clickhouse`] (batched, deduplicated inserts).
-//! [`serve`] wires them together.
+//! [`serve`] wires them together. [`evidence`] runs the auditors' queries
+//! over the stored trail.
 
 pub mod admin;
 pub mod assembler;
 pub mod cli;
 pub mod clickhouse;
 pub mod config;
+pub mod evidence;
 pub mod link;
 pub mod metrics;
 pub mod otlp;

@@ -63,7 +63,7 @@ async fn wait_for_signal() {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let client = crate::clickhouse::client(&config.clickhouse)?;
     if config.clickhouse.create_schema {
-        crate::clickhouse::migrate(&config.clickhouse).await.with_context(|| {
+        crate::clickhouse::migrate(&config.clickhouse, &crate::clickhouse::schema::Schema::new(&config.clickhouse)).await.with_context(|| {
             format!(
                 "cannot apply the schema at {}; check that ClickHouse is running and clickhouse.url is right",
                 config.clickhouse.url

@@ -1,5 +1,6 @@
-//! The command line: `serve`, `schema`, `workflow`, `config`.
+//! The command line: `serve`, `schema`, `workflow`, `evidence`, `config`.
 
+mod evidence;
 mod workflow;
 
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ pub enum Command {
         /// Create the database and apply every missing migration.
         #[arg(long)]
         apply: bool,
+        /// Cluster to create the schema on (ON CLUSTER, replicated tables
+        /// behind Distributed tables); overrides clickhouse.cluster.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
     },
     /// Print the workflows of a trace: verdict, origin, agent, credential,
     /// and each step with the steps that caused it.
@@ -43,6 +48,11 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = workflow::Format::Table)]
         format: workflow::Format,
+    },
+    /// SOC 2, ISO 27001 and HIPAA evidence queries over the audit trail.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
     },
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
@@ -55,35 +65,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(&config);
     match cli.command {
         Command::Serve => crate::serve::run(config).await,
-        Command::Schema { apply: false } => {
-            print!(
-                "{}",
-                crate::clickhouse::schema::script(&config.clickhouse.database)
-            );
-            Ok(())
-        }
-        Command::Schema { apply: true } => {
-            let applied = crate::clickhouse::migrate(&config.clickhouse)
-                .await
-                .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
-            match applied.as_slice() {
-                [] => println!(
-                    "schema is up to date in database {}",
-                    config.clickhouse.database
-                ),
-                versions => println!(
-                    "applied migrations {versions:?} in database {}",
-                    config.clickhouse.database
-                ),
-            }
-            Ok(())
-        }
+        Command::Schema { apply, cluster } => schema(&config, apply, cluster).await,
+        Command::Evidence { command } => evidence::run(&config, command).await,
         Command::Workflow { trace_id, format } => workflow::run(&config, &trace_id, format).await,
         Command::Config => {
             print!("{}", config.to_yaml());
             Ok(())
         }
     }
+}
+
+async fn schema(config: &Config, apply: bool, cluster: Option<String>) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    if cluster.is_some() {
+        config.clickhouse.cluster = cluster;
+        config.validate().context("invalid --cluster")?;
+    }
+    let schema = crate::clickhouse::schema::Schema::new(&config.clickhouse);
+    if !apply {
+        print!("{}", schema.script());
+        return Ok(());
+    }
+    let applied = crate::clickhouse::migrate(&config.clickhouse, &schema)
+        .await
+        .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
+    let place = match &schema.cluster {
+        Some(cluster) => format!("database {} on cluster {cluster}", schema.database),
+        None => format!("database {}", schema.database),
+    };
+    match applied.as_slice() {
+        [] => println!("schema is up to date in {place}"),
+        versions => println!("applied migrations {versions:?} in {place}"),
+    }
+    Ok(())
 }
 
 fn init_logging(config: &Config) {

@@ -110,6 +110,12 @@ pub fn client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreErro
             "max_execution_time",
             config.timeout.as_secs().max(1).to_string(),
         );
+    if config.cluster.is_some() {
+        // An insert into a Distributed table returns once every shard has
+        // stored its rows, not when they are queued on the receiving node,
+        // so a confirmed insert is stored.
+        client = client.with_setting("distributed_foreground_insert", "1");
+    }
     if !password.is_empty() {
         client = client.with_password(password);
     }
@@ -121,12 +127,18 @@ fn server_client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreE
     Ok(client(config)?.with_database("default"))
 }
 
-/// Creates the database and applies every missing migration. Returns the
-/// versions applied now.
-pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> {
-    let database = &config.database;
-    let server = server_client(config)?;
-    for statement in schema::bootstrap(database) {
+/// Creates the database and applies every missing migration of `schema`.
+/// Returns the versions applied now.
+pub async fn migrate(
+    config: &ClickhouseConfig,
+    schema: &schema::Schema,
+) -> Result<Vec<u32>, StoreError> {
+    let database = &schema.database;
+    let mut server = server_client(config)?;
+    if schema.cluster.is_some() {
+        server = server.with_setting("distributed_foreground_insert", "1");
+    }
+    for statement in schema.bootstrap() {
         server.query(&statement).execute().await.map_err(classify)?;
     }
     let applied: Vec<u32> = server
@@ -137,7 +149,7 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> 
         .await
         .map_err(classify)?;
     let mut now_applied = Vec::new();
-    for migration in schema::migrations(database) {
+    for migration in schema.migrations() {
         if applied.contains(&migration.version) {
             continue;
         }
@@ -165,11 +177,7 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> 
 
 /// Whether the server answers and the schema is at the latest version.
 pub async fn is_ready(client: &clickhouse::Client, database: &str) -> bool {
-    let latest = schema::migrations(database)
-        .iter()
-        .map(|migration| migration.version)
-        .max()
-        .unwrap_or(0);
+    let latest = schema::LATEST_VERSION;
     let query = format!("SELECT max(Version) FROM {database}.agent_schema_migrations");
     let result = tokio::time::timeout(
         Duration::from_secs(5),

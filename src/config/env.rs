@@ -13,6 +13,11 @@ pub const ALIASES: [(&str, &str); 5] = [
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
 ];
 
+/// Settings written either as one value or as a map of values: the
+/// variable of the setting itself (`AGENT_LEDGER_CLICKHOUSE_RETENTION`) sets
+/// every entry of the map, and the variable of one entry sets that entry.
+pub const ONE_OR_MANY: [&str; 1] = ["clickhouse.retention"];
+
 /// Applies every `AGENT_LEDGER_*` variable that names a setting; returns
 /// the variables applied.
 pub fn apply(
@@ -20,7 +25,11 @@ pub fn apply(
     vars: &[(String, String)],
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut applied = Vec::new();
-    for (path, default) in setting_paths() {
+    let paths = setting_paths();
+    for setting in ONE_OR_MANY {
+        expand_one_value(tree, setting, &paths, vars);
+    }
+    for (path, default) in paths {
         let name = env_name(&path);
         let alias = ALIASES
             .iter()
@@ -106,6 +115,36 @@ fn parse_value(name: &str, raw: &str, default: &Value) -> Result<Value, ConfigEr
             .map_err(|_| invalid("expected true or false".to_owned())),
         _ => Ok(Value::from(trimmed)),
     }
+}
+
+/// Writes a setting given as one value (in the file, or in the setting's
+/// own variable) into each entry of its map, so that a variable naming one
+/// entry changes that entry only.
+fn expand_one_value(
+    tree: &mut Value,
+    setting: &str,
+    paths: &[(String, Value)],
+    vars: &[(String, String)],
+) {
+    let from_env = vars
+        .iter()
+        .find(|(key, _)| *key == env_name(setting))
+        .map(|(_, raw)| Value::from(raw.trim()));
+    let from_file = get(tree, setting)
+        .filter(|value| !value.is_mapping() && !value.is_null())
+        .cloned();
+    let Some(value) = from_env.or(from_file) else {
+        return;
+    };
+    let prefix = format!("{setting}.");
+    // `set` replaces the scalar on its way down with a map.
+    for (path, _) in paths.iter().filter(|(path, _)| path.starts_with(&prefix)) {
+        set(tree, path, value.clone());
+    }
+}
+
+fn get<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |node, part| node.get(part))
 }
 
 fn set(tree: &mut Value, path: &str, value: Value) {

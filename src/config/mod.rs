@@ -7,6 +7,7 @@
 //! `Default` impls below. [`Config::load`] returns a validated value.
 
 mod env;
+mod retention;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::preset::Preset;
 use crate::validate::Policy;
 
 pub use env::ALIASES;
+pub use retention::{MIN_RETENTION, Retention};
 
 /// A configuration error; the message names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,15 @@ pub struct ClickhouseConfig {
     /// Timeout of one insert or query.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// ClickHouse cluster name (from the server's `remote_servers`). When
+    /// set, the schema is created `ON CLUSTER` with replicated tables behind
+    /// `Distributed` tables, and inserts wait until every shard stored them.
+    pub cluster: Option<String>,
+    /// How long each table keeps rows, counted from `ReceivedAt`, the time
+    /// agent-ledger received them: one duration for every table, or one per
+    /// table.
+    #[serde(deserialize_with = "retention::deserialize_retention")]
+    pub retention: Retention,
 }
 
 impl Default for ClickhouseConfig {
@@ -143,6 +154,8 @@ impl Default for ClickhouseConfig {
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             timeout: Duration::from_secs(60),
+            cluster: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -365,6 +378,17 @@ impl Config {
                 "must be a plain identifier: letters, digits and underscores",
             );
         }
+        if let Some(cluster) = &self.clickhouse.cluster
+            && !is_identifier(cluster)
+        {
+            return Err(ConfigError::Invalid {
+                setting: "clickhouse.cluster",
+                message: format!(
+                    "{cluster:?} is not a plain identifier: use letters, digits and underscores"
+                ),
+            });
+        }
+        self.clickhouse.retention.validate()?;
         if self.clickhouse.batch_rows == 0 {
             return invalid("clickhouse.batch_rows", "must be at least 1");
         }

@@ -9,6 +9,8 @@
 
 pub mod process;
 
+pub mod seed;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
