@@ -33,6 +33,12 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A label set with one `kind` label (a kind of redacted secret).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 /// Every metric the receiver exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -49,6 +55,7 @@ pub struct Metrics {
     pub buffered_spans: Gauge,
     pub pending_workflows: Gauge,
     pub sink_queue_rows: Gauge,
+    pub secrets_redacted: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -80,8 +87,20 @@ impl Metrics {
         registry.register("buffered_spans", "Spans waiting in the assembler", self.buffered_spans.clone());
         registry.register("pending_workflows", "Traces with spans waiting in the assembler", self.pending_workflows.clone());
         registry.register("sink_queue_rows", "Rows waiting to be written to ClickHouse", self.sink_queue_rows.clone());
+        registry.register(
+            "secrets_redacted",
+            "Secrets replaced with [REDACTED:<kind>] in received spans, by kind",
+            self.secrets_redacted.clone(),
+        );
         for reason in Reason::ALL {
             self.rejected(reason);
+        }
+    }
+
+    /// Counts the redactions of one request.
+    pub fn count_redactions(&self, redactions: &crate::redact::Redactions) {
+        for (kind, count) in &redactions.by_kind {
+            self.secrets_redacted.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(*count);
         }
     }
 

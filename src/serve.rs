@@ -68,7 +68,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
-    let (sink, sink_handle, sink_queue) = Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
+    let ledger = crate::seal::ledger::Ledger::open(&client, &config.seal)
+        .await
+        .context("cannot start the ledger")?;
+    let (sink, sink_handle, sink_queue) = Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone(), ledger);
     let sink_task = tokio::spawn(sink.run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
@@ -82,7 +85,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
     ));
 
-    let receiver = Arc::new(Receiver::new(assembler_handle, metrics.clone(), config.policy.clone()));
+    let redactor = crate::redact::Redactor::new(&config.redact).map_err(anyhow::Error::msg)?;
+    let receiver = Receiver::new(assembler_handle, metrics.clone(), config.policy.clone());
+    let receiver = Arc::new(receiver.with_redactor(Arc::new(redactor)));
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;

@@ -209,7 +209,9 @@ fn agent_workflows(database: &str) -> String {
     ChainHead String CODEC(ZSTD(1)),
     Sender LowCardinality(String) CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    WrittenAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))
+    WrittenAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1))
 ) ENGINE = MergeTree
 PARTITION BY toDate(ReceivedAt)
 ORDER BY (WorkflowId, RootSpanId, Revision)
@@ -227,6 +229,8 @@ fn agent_rejected_spans(database: &str) -> String {
     Sender LowCardinality(String) CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     RawSpan String CODEC(ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1)),
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1
 ) ENGINE = MergeTree
 PARTITION BY toDate(ReceivedAt)
@@ -248,7 +252,9 @@ fn agent_credentials(database: &str) -> String {
     ExpiresAt Nullable(DateTime64(9, 'UTC')) CODEC(ZSTD(1)),
     IssuerService LowCardinality(String) CODEC(ZSTD(1)),
     Sender LowCardinality(String) CODEC(ZSTD(1)),
-    ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))
+    ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1))
 ) ENGINE = MergeTree
 PARTITION BY toDate(ReceivedAt)
 ORDER BY (CredentialId, WorkflowId)
@@ -267,6 +273,7 @@ fn agent_ledger_entries(database: &str) -> String {
     RootSpanId String CODEC(ZSTD(1)),
     Segment UInt32 CODEC(ZSTD(1)),
     ChainHead String CODEC(ZSTD(1)),
+    RowCount UInt32 CODEC(ZSTD(1)),
     PrevEntryHash String CODEC(ZSTD(1)),
     EntryHash String CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))

@@ -5,22 +5,26 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Config, ConfigError};
 
 /// Fixed short names and the setting each one sets.
-pub const ALIASES: [(&str, &str); 4] = [
+pub const ALIASES: [(&str, &str); 8] = [
     ("AGENT_LEDGER_SETTLE", "assembler.settle"),
     ("AGENT_LEDGER_ROOT_WAIT", "assembler.root_wait"),
     ("AGENT_LEDGER_OTLP_GRPC_ADDR", "otlp.grpc_addr"),
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
+    ("AGENT_LEDGER_INSTANCE_ID", "seal.instance_id"),
+    ("AGENT_LEDGER_LEDGER_INSTANCE_ID", "seal.instance_id"),
+    ("AGENT_LEDGER_SIGNING_KEY_FILE", "seal.signing_key_file"),
+    ("AGENT_LEDGER_CHECKPOINT_DIR", "seal.checkpoint_dir"),
 ];
 
 /// Applies every `AGENT_LEDGER_*` variable that names a setting.
 pub fn apply(tree: &mut Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
     for (path, default) in setting_paths() {
         let name = env_name(&path);
-        let alias = ALIASES.iter().find(|(_, target)| *target == path).map(|(alias, _)| *alias);
+        let mut aliases = ALIASES.iter().filter(|(_, target)| *target == path).map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
-            .or_else(|| alias.and_then(|alias| vars.iter().find(|(key, _)| key == alias)));
+            .or_else(|| aliases.find_map(|alias| vars.iter().find(|(key, _)| key == alias)));
         if let Some((key, raw)) = found {
             set(tree, &path, parse_value(key, raw, &default)?);
         }

@@ -1,6 +1,7 @@
 //! Receiver: the OTLP endpoint.
 //!
-//! Takes OTLP export requests, runs the per-span checks, reports rejected
+//! Takes OTLP export requests, redacts secrets ([`crate::redact`]), runs
+//! the per-span checks, reports rejected
 //! spans (and workflow roots whose own attributes fail the policy) in
 //! `partial_success`, and queues the checked spans for the assembler. The
 //! mapping from receiver errors to gRPC statuses is in [`ExportError`].
@@ -17,6 +18,7 @@ use crate::metrics::{CodeLabel, Metrics};
 use crate::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
+use crate::redact::Redactor;
 use crate::span::Span;
 use crate::validate::{Policy, root_reasons};
 
@@ -59,13 +61,21 @@ pub struct Receiver {
     assembler: AssemblerHandle,
     metrics: Arc<Metrics>,
     policy: Policy,
+    redactor: Arc<Redactor>,
     stopping: AtomicBool,
 }
 
 impl Receiver {
     /// A receiver feeding `assembler`.
     pub fn new(assembler: AssemblerHandle, metrics: Arc<Metrics>, policy: Policy) -> Self {
-        Receiver { assembler, metrics, policy, stopping: AtomicBool::new(false) }
+        let redactor = Redactor::new(&Default::default()).expect("the built-in redaction patterns compile");
+        Receiver { assembler, metrics, policy, redactor: Arc::new(redactor), stopping: AtomicBool::new(false) }
+    }
+
+    /// Uses `redactor` instead of the built-in patterns alone.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// Makes every later request fail with `UNAVAILABLE`.
@@ -90,13 +100,15 @@ impl Receiver {
 
     async fn export_inner(
         &self,
-        request: ExportTraceServiceRequest,
+        mut request: ExportTraceServiceRequest,
         sender: Arc<str>,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
         }
         let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender };
+        let redactions = self.redactor.redact_request(&mut request);
+        self.metrics.count_redactions(&redactions);
         let converted = convert_request(request, &context);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {

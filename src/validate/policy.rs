@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::span::Span;
 
-use super::Summary;
+use super::{Summary, ToolRules};
 
 /// The valid values of `agent_ledger.origin.type`.
 pub const ORIGIN_TYPES: [&str; 6] = [
@@ -78,11 +78,14 @@ pub struct Policy {
     /// Requirements checked; the default is the contract's default policy.
     #[serde(default = "default_requirements")]
     pub require: Vec<Requirement>,
+    /// Tool rules: the scopes each tool requires and which tools write.
+    #[serde(default)]
+    pub tools: ToolRules,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { require: default_requirements() }
+        Policy { require: default_requirements(), tools: ToolRules::default() }
     }
 }
 
