@@ -1,8 +1,12 @@
-//! The command line: `serve`, `schema`, `workflow`, `config`.
+//! The command line: `serve`, `schema`, `workflow`, `verify`, `keygen`,
+//! `config`.
 
+mod verify;
 mod workflow;
 
 use std::path::PathBuf;
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -44,16 +48,49 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = workflow::Format::Table)]
         format: workflow::Format,
     },
+    /// Recompute the hash chains, ledger entries and checkpoint signatures
+    /// from ClickHouse; exit status 0 when everything verifies, 1 when
+    /// anything does not, 2 when verification could not run.
+    Verify(verify::VerifyArgs),
+    /// Generate an Ed25519 key pair for signing ledger checkpoints: the
+    /// private key (PKCS#8 PEM, mode 0600) at FILE, the public key (SPKI
+    /// PEM) at FILE.pub.
+    Keygen {
+        /// Private key file to create; it must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
     Config,
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+impl Command {
+    /// The exit status when the command fails before it produced one.
+    pub fn failure_code(&self) -> ExitCode {
+        match self {
+            Command::Verify(_) => ExitCode::from(verify::EXIT_COULD_NOT_RUN),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Runs the parsed command line; returns the exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Keygen { out } = &cli.command {
+        verify::keygen(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
     init_logging(&config);
-    match cli.command {
+    if let Command::Verify(args) = cli.command {
+        return Ok(verify::run(&config, args).await);
+    }
+    run_other(config, cli.command).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve => crate::serve::run(config).await,
         Command::Schema { apply: false } => {
             print!("{}", crate::clickhouse::schema::script(&config.clickhouse.database));
@@ -74,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.to_yaml());
             Ok(())
         }
+        Command::Verify(_) | Command::Keygen { .. } => unreachable!("handled in run"),
     }
 }
 

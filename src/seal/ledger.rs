@@ -55,6 +55,8 @@ pub enum LedgerError {
 pub trait BatchRow {
     fn stamp(&mut self, instance_id: &str, seq: u64);
     fn encode(&self) -> Vec<u8>;
+    /// The instance id and sequence number of the covering entry.
+    fn ledger_key(&self) -> (&str, u64);
 }
 
 impl BatchRow for WorkflowRow {
@@ -65,6 +67,10 @@ impl BatchRow for WorkflowRow {
 
     fn encode(&self) -> Vec<u8> {
         super::encoding::encode_workflow_row(self)
+    }
+
+    fn ledger_key(&self) -> (&str, u64) {
+        (&self.ledger_instance_id, self.ledger_seq)
     }
 }
 
@@ -77,6 +83,10 @@ impl BatchRow for RejectedRow {
     fn encode(&self) -> Vec<u8> {
         super::encoding::encode_rejected_row(self)
     }
+
+    fn ledger_key(&self) -> (&str, u64) {
+        (&self.ledger_instance_id, self.ledger_seq)
+    }
 }
 
 impl BatchRow for CredentialRow {
@@ -87,6 +97,10 @@ impl BatchRow for CredentialRow {
 
     fn encode(&self) -> Vec<u8> {
         super::encoding::encode_credential_row(self)
+    }
+
+    fn ledger_key(&self) -> (&str, u64) {
+        (&self.ledger_instance_id, self.ledger_seq)
     }
 }
 
