@@ -124,7 +124,7 @@ fn parse_time(option: &str, text: &str) -> anyhow::Result<i64> {
         });
     match parsed {
         Ok(Some(nanos)) => Ok(nanos),
-        _ => anyhow::bail!("invalid {option} {text:?}: expected RFC 3339 such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01"),
+        _ => anyhow::bail!("invalid {option} {text:?}: expected RFC 3339 such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01, between the years 1678 and 2261"),
     }
 }
 
