@@ -21,6 +21,15 @@ macro_rules! assigned_value {
     };
 }
 
+/// What may follow the keyword in an assignment's key: a plural and a
+/// `_key`-style suffix, so `client_secret` and `DB_PASSWORD` match but
+/// `session_token_ttl` or `password_hint` do not.
+macro_rules! key_suffix {
+    () => {
+        r"s?(?:[_.-]?(?:key|value|string|hash|b64))?"
+    };
+}
+
 /// The built-in patterns, in the order they run.
 pub const BUILTIN: &[BuiltinPattern] = &[
     BuiltinPattern {
@@ -63,16 +72,17 @@ pub const BUILTIN: &[BuiltinPattern] = &[
     },
     BuiltinPattern {
         kind: "password",
-        regex: concat!(r"(?i)\b[a-z0-9_.-]*(?:password|passwd|passphrase|pwd)[a-z0-9_.-]*", assigned_value!()),
+        regex: concat!(r"(?i)\b[a-z0-9_.-]*(?:password|passwd|passphrase|pwd)", key_suffix!(), assigned_value!()),
     },
     BuiltinPattern {
         kind: "api_key",
-        regex: concat!(r"(?i)\b[a-z0-9_.-]*(?:api[_.-]?key|apikey|access[_.-]?key)[a-z0-9_.-]*", assigned_value!()),
+        regex: concat!(r"(?i)\b[a-z0-9_.-]*(?:api[_.-]?key|apikey|access[_.-]?key)", key_suffix!(), assigned_value!()),
     },
     BuiltinPattern {
         kind: "secret",
         regex: concat!(
-            r"(?i)\b[a-z0-9_.-]*(?:secret|private[_.-]?key|(?:access|auth|refresh|session|id)[_.-]?token)[a-z0-9_.-]*",
+            r"(?i)\b[a-z0-9_.-]*(?:secret|private[_.-]?key|(?:access|auth|refresh|session|id)[_.-]?token)",
+            key_suffix!(),
             assigned_value!()
         ),
     },
