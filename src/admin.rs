@@ -25,13 +25,19 @@ pub async fn serve(
     database: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AdminState { registry, client, database });
+    let state = Arc::new(AdminState {
+        registry,
+        client,
+        database,
+    });
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds the admin address.
@@ -44,7 +50,10 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         ),
         Err(error) => (
@@ -59,6 +68,9 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     if crate::clickhouse::is_ready(&state.client, &state.database).await {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: ClickHouse does not answer or the schema is not applied\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: ClickHouse does not answer or the schema is not applied\n",
+        )
     }
 }

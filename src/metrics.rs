@@ -62,9 +62,21 @@ impl Metrics {
     /// Registers every metric under the `agent_ledger` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("agent_ledger");
-        registry.register("requests", "OTLP export requests by response code", self.requests.clone());
-        registry.register("spans_received", "Spans received in OTLP requests", self.spans_received.clone());
-        registry.register("spans_stored", "Spans written to agent_spans", self.spans_stored.clone());
+        registry.register(
+            "requests",
+            "OTLP export requests by response code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "spans_received",
+            "Spans received in OTLP requests",
+            self.spans_received.clone(),
+        );
+        registry.register(
+            "spans_stored",
+            "Spans written to agent_spans",
+            self.spans_stored.clone(),
+        );
         registry.register(
             "spans_rejected",
             "Spans written to agent_rejected_spans, by reason",
@@ -75,18 +87,46 @@ impl Metrics {
             "Re-sent spans acknowledged but not stored again",
             self.spans_duplicate.clone(),
         );
-        registry.register("workflows", "Workflow verdicts written, by status", self.workflows.clone());
-        registry.register("late_segments", "Late segments written to existing workflows", self.late_segments.clone());
-        registry.register("clickhouse_insert_retries", "ClickHouse inserts retried, by table", self.insert_retries.clone());
+        registry.register(
+            "workflows",
+            "Workflow verdicts written, by status",
+            self.workflows.clone(),
+        );
+        registry.register(
+            "late_segments",
+            "Late segments written to existing workflows",
+            self.late_segments.clone(),
+        );
+        registry.register(
+            "clickhouse_insert_retries",
+            "ClickHouse inserts retried, by table",
+            self.insert_retries.clone(),
+        );
         registry.register(
             "clickhouse_insert_failures",
             "ClickHouse insert attempts that failed, by table",
             self.insert_failures.clone(),
         );
-        registry.register("clickhouse_rows_written", "Rows confirmed by ClickHouse, by table", self.rows_written.clone());
-        registry.register("buffered_spans", "Spans waiting in the assembler", self.buffered_spans.clone());
-        registry.register("pending_workflows", "Traces with spans waiting in the assembler", self.pending_workflows.clone());
-        registry.register("sink_queue_rows", "Rows waiting to be written to ClickHouse", self.sink_queue_rows.clone());
+        registry.register(
+            "clickhouse_rows_written",
+            "Rows confirmed by ClickHouse, by table",
+            self.rows_written.clone(),
+        );
+        registry.register(
+            "buffered_spans",
+            "Spans waiting in the assembler",
+            self.buffered_spans.clone(),
+        );
+        registry.register(
+            "pending_workflows",
+            "Traces with spans waiting in the assembler",
+            self.pending_workflows.clone(),
+        );
+        registry.register(
+            "sink_queue_rows",
+            "Rows waiting to be written to ClickHouse",
+            self.sink_queue_rows.clone(),
+        );
         registry.register(
             "secrets_redacted",
             "Secrets replaced with [REDACTED:<kind>] in received spans, by kind",
@@ -100,14 +140,18 @@ impl Metrics {
     /// Counts the redactions of one request.
     pub fn count_redactions(&self, redactions: &crate::redact::Redactions) {
         for (kind, count) in &redactions.by_kind {
-            self.secrets_redacted.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(*count);
+            self.secrets_redacted
+                .get_or_create(&KindLabel { kind: kind.clone() })
+                .inc_by(*count);
         }
     }
 
     /// The rejected-span counter of one reason.
     pub fn rejected(&self, reason: Reason) -> Counter {
         self.spans_rejected
-            .get_or_create(&ReasonLabel { reason: reason.code().to_owned() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.code().to_owned(),
+            })
             .clone()
     }
 }

@@ -92,7 +92,10 @@ impl RejectedSpan {
             timestamp_unix_nano: span.start_unix_nano as i64,
             trace_id: span.trace_id.to_hex(),
             span_id: span.span_id.to_hex(),
-            parent_span_id: span.parent_span_id.map(|id| id.to_hex()).unwrap_or_default(),
+            parent_span_id: span
+                .parent_span_id
+                .map(|id| id.to_hex())
+                .unwrap_or_default(),
             trace_state: span.trace_state.clone(),
             span_name: span.name.clone(),
             span_kind: crate::span::span_kind_name(span.kind).to_owned(),

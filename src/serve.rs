@@ -38,7 +38,9 @@ impl Running {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
     wait_for_signal().await;
-    tracing::info!("shutdown requested; finishing in-flight requests and writing buffered workflows");
+    tracing::info!(
+        "shutdown requested; finishing in-flight requests and writing buffered workflows"
+    );
     running.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
@@ -46,7 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -71,7 +74,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ledger = crate::seal::ledger::Ledger::open(&client, &config.seal)
         .await
         .context("cannot start the ledger")?;
-    let (sink, sink_handle, sink_queue) = Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone(), ledger);
+    let (sink, sink_handle, sink_queue) = Sink::new(
+        client.clone(),
+        config.clickhouse.clone(),
+        metrics.clone(),
+        ledger,
+    );
     let sink_task = tokio::spawn(sink.run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
@@ -99,7 +107,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     warn_if_exposed(grpc_addr);
 
     let (shutdown, shutdown_watch) = watch::channel(false);
-    let service = TraceService::new(receiver.clone(), config.otlp.max_request_size.as_u64() as usize);
+    let service = TraceService::new(
+        receiver.clone(),
+        config.otlp.max_request_size.as_u64() as usize,
+    );
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -121,14 +132,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let mut watch = shutdown_watch;
         let _ = watch.wait_for(|stop| *stop).await;
         receiver.stop_accepting();
-        grpc_task.await.context("the gRPC server task panicked")?.context("the gRPC server failed")?;
+        grpc_task
+            .await
+            .context("the gRPC server task panicked")?
+            .context("the gRPC server failed")?;
         drop(receiver);
-        assembler_task.await.context("the assembler task panicked")?;
+        assembler_task
+            .await
+            .context("the assembler task panicked")?;
         sink_task.await.context("the sink task panicked")?;
-        admin_task.await.context("the admin task panicked")?.context("the admin server failed")?;
+        admin_task
+            .await
+            .context("the admin task panicked")?
+            .context("the admin server failed")?;
         Ok(())
     });
-    Ok(Running { grpc_addr, admin_addr, shutdown, done })
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        shutdown,
+        done,
+    })
 }
 
 fn limits(config: &Config) -> Limits {
@@ -150,8 +174,14 @@ fn recall_fn(client: clickhouse::Client) -> RecallFn {
             let span_ids: Vec<String> = request.span_ids.iter().map(|id| id.to_hex()).collect();
             match crate::clickhouse::recall_quarantined(&client, &trace_id, &span_ids).await {
                 Ok(raw_spans) => {
-                    let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender: Arc::from("") };
-                    raw_spans.iter().filter_map(|raw| span_from_raw(raw, &context)).collect()
+                    let context = RequestContext {
+                        received_at_unix_nano: crate::now_unix_nano(),
+                        sender: Arc::from(""),
+                    };
+                    raw_spans
+                        .iter()
+                        .filter_map(|raw| span_from_raw(raw, &context))
+                        .collect()
                 }
                 Err(error) => {
                     tracing::warn!(trace_id = %trace_id, code = error.code(), %error, "reading quarantined spans back failed; retrying");

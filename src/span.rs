@@ -156,7 +156,10 @@ pub struct Attributes(pub Vec<(String, Value)>);
 impl Attributes {
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.iter().find(|(name, _)| name == key).map(|(_, value)| value)
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value)
     }
 
     /// The value of `key` as non-empty text, if present.

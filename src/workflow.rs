@@ -48,5 +48,11 @@ impl Workflow {
 
 /// Orders steps by start time, then end time, then span id.
 pub fn sort_steps(steps: &mut [Step]) {
-    steps.sort_by_key(|step| (step.span.start_unix_nano, step.span.end_unix_nano, step.span.span_id));
+    steps.sort_by_key(|step| {
+        (
+            step.span.start_unix_nano,
+            step.span.end_unix_nano,
+            step.span.span_id,
+        )
+    });
 }

@@ -24,11 +24,17 @@ async fn http_post(url: &str) -> u16 {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
     let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let request = format!("POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 fn workflow(trace: u64) -> agent_ledger::otlp::ExportTraceServiceRequest {
@@ -50,12 +56,23 @@ async fn ambiguous_failure_retried_without_duplicates() {
     let verdict_sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
     assert_eq!(harness.wait_for_count(&verdict_sql, 1, WAIT).await, 1);
     let spans_sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
-    assert_eq!(harness.count(&spans_sql).await, 3, "the retried batch is stored once");
+    assert_eq!(
+        harness.count(&spans_sql).await,
+        3,
+        "the retried batch is stored once"
+    );
     let view_sql = format!("SELECT count() FROM agent_spans_trace_id_ts WHERE TraceId = '{trace}'");
-    assert_eq!(harness.count(&view_sql).await, 1, "the materialized view's target is deduplicated too");
+    assert_eq!(
+        harness.count(&view_sql).await,
+        1,
+        "the materialized view's target is deduplicated too"
+    );
 
     let (_, metrics) = http_get(&format!("{}/metrics", harness.admin_url())).await;
-    assert!(metrics.contains(r#"agent_ledger_clickhouse_insert_retries_total{table="agent_spans"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"agent_ledger_clickhouse_insert_retries_total{table="agent_spans"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,13 +100,20 @@ async fn permanently_rejected_rows_quarantined() {
     let trace = trace_hex(32);
     let verdict_sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
     assert_eq!(harness.wait_for_count(&verdict_sql, 1, WAIT).await, 1);
-    let stored = harness.count(&format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'")).await;
+    let stored = harness
+        .count(&format!(
+            "SELECT count() FROM agent_spans WHERE TraceId = '{trace}'"
+        ))
+        .await;
     let quarantined = harness
         .count(&format!(
             "SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}' AND Reason = 'clickhouse_rejected' \
              AND Detail LIKE '%Code: 27%'"
         ))
         .await;
-    assert_eq!(quarantined, 2, "rows ClickHouse rejects are quarantined with its error");
+    assert_eq!(
+        quarantined, 2,
+        "rows ClickHouse rejects are quarantined with its error"
+    );
     assert_eq!(stored, 1, "the row ClickHouse accepts is stored");
 }

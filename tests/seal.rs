@@ -1,5 +1,5 @@
-//! Sealing end to end: a receiver writes workflows to the embedded
-//! ClickHouse, the stored trail is tampered with in SQL, and the real
+//! Sealing end to end. A receiver writes workflows to the embedded
+//! ClickHouse and the stored trail is tampered with in SQL. The real
 //! `agent-ledger verify` binary must name each change with its kind and
 //! ids, and exit 0 for an untouched trail.
 
@@ -24,8 +24,8 @@ fn sealed_config(test: &str, dir: &Path) -> Config {
     config
 }
 
-/// A key pair, a receiver, `traces` sent as valid four-step workflows and
-/// written; the receiver is stopped, which writes the final checkpoint.
+/// Creates a key pair and a receiver, sends `traces` as valid four-step
+/// workflows and stops the receiver, which writes the final checkpoint.
 async fn sealed_trail(test: &str, traces: &[u64]) -> (Harness, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     agent_ledger::seal::keys::generate(&dir.path().join("ledger.key")).unwrap();
@@ -49,10 +49,18 @@ async fn send_workflows(harness: &Harness, traces: &[u64]) {
     }
     let sql = format!(
         "SELECT count() FROM agent_workflows WHERE WorkflowId IN ({})",
-        traces.iter().map(|trace| format!("'{}'", trace_hex(*trace))).collect::<Vec<_>>().join(",")
+        traces
+            .iter()
+            .map(|trace| format!("'{}'", trace_hex(*trace)))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let expected = traces.len() as u64;
-    assert_eq!(harness.wait_for_count(&sql, expected, WAIT).await, expected, "verdicts written");
+    assert_eq!(
+        harness.wait_for_count(&sql, expected, WAIT).await,
+        expected,
+        "verdicts written"
+    );
 }
 
 /// The outcome of one `agent-ledger verify --format json` run.
@@ -64,11 +72,17 @@ struct Verified {
 
 impl Verified {
     fn findings(&self) -> Vec<Value> {
-        self.json["report"]["findings"].as_array().cloned().unwrap_or_default()
+        self.json["report"]["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn of_kind(&self, kind: &str) -> Vec<Value> {
-        self.findings().into_iter().filter(|finding| finding["kind"] == kind).collect()
+        self.findings()
+            .into_iter()
+            .filter(|finding| finding["kind"] == kind)
+            .collect()
     }
 }
 
@@ -79,14 +93,26 @@ async fn verify(harness: &Harness, args: &[&str]) -> Verified {
         .arg("verify")
         .args(["--format", "json"])
         .args(args)
-        .env("AGENT_LEDGER_CLICKHOUSE_URL", &harness.config.clickhouse.url)
-        .env("AGENT_LEDGER_CLICKHOUSE_DATABASE", &harness.config.clickhouse.database)
+        .env(
+            "AGENT_LEDGER_CLICKHOUSE_URL",
+            &harness.config.clickhouse.url,
+        )
+        .env(
+            "AGENT_LEDGER_CLICKHOUSE_DATABASE",
+            &harness.config.clickhouse.database,
+        )
         .env("AGENT_LEDGER_INSTANCE_ID", "verifier");
-    let output = tokio::task::spawn_blocking(move || command.output().expect("the binary runs")).await.unwrap();
+    let output = tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    Verified { status: output.status.code().unwrap_or(-1), json, stderr }
+    Verified {
+        status: output.status.code().unwrap_or(-1),
+        json,
+        stderr,
+    }
 }
 
 fn key_args(dir: &Path) -> Vec<String> {
@@ -106,7 +132,12 @@ async fn verify_with_keys(harness: &Harness, dir: &Path, extra: &[&str]) -> Veri
 }
 
 async fn execute(harness: &Harness, sql: &str) {
-    harness.client.query(sql).execute().await.unwrap_or_else(|error| panic!("{sql} failed: {error}"));
+    harness
+        .client
+        .query(sql)
+        .execute()
+        .await
+        .unwrap_or_else(|error| panic!("{sql} failed: {error}"));
 }
 
 async fn span_rows(harness: &Harness, trace: u64) -> Vec<SpanRow> {
@@ -122,23 +153,40 @@ async fn span_rows(harness: &Harness, trace: u64) -> Vec<SpanRow> {
 async fn untouched_trail_verifies_clean() {
     let (harness, dir) = sealed_trail("seal_clean", &[60, 61, 62]).await;
     let verified = verify_with_keys(&harness, dir.path(), &[]).await;
-    assert_eq!(verified.status, 0, "{:#} {}", verified.json, verified.stderr);
+    assert_eq!(
+        verified.status, 0,
+        "{:#} {}",
+        verified.json, verified.stderr
+    );
     assert_eq!(verified.json["result"], "clean");
     assert!(verified.findings().is_empty(), "{:#}", verified.json);
     let report = &verified.json["report"];
     assert_eq!(report["workflows_checked"], 3);
-    assert!(report["rows_checked"].as_u64().unwrap() >= 3 * SPANS_PER_WORKFLOW, "{report:#}");
-    assert!(report["checkpoints_checked"].as_u64().unwrap() >= 2, "a stored checkpoint and its file: {report:#}");
+    assert!(
+        report["rows_checked"].as_u64().unwrap() >= 3 * SPANS_PER_WORKFLOW,
+        "{report:#}"
+    );
+    assert!(
+        report["checkpoints_checked"].as_u64().unwrap() >= 2,
+        "a stored checkpoint and its file: {report:#}"
+    );
     assert_eq!(report["signatures_checked"], true);
 
     let one = verify_with_keys(&harness, dir.path(), &["--workflow", &trace_hex(61)]).await;
     assert_eq!(one.status, 0, "{:#}", one.json);
     assert_eq!(one.json["report"]["workflows_checked"], 1);
-    let period = verify_with_keys(&harness, dir.path(), &["--from", "2000-01-01", "--to", "2200-01-01"]).await;
+    let period = verify_with_keys(
+        &harness,
+        dir.path(),
+        &["--from", "2000-01-01", "--to", "2200-01-01"],
+    )
+    .await;
     assert_eq!(period.status, 0, "{:#} {}", period.json, period.stderr);
     assert_eq!(period.json["report"]["workflows_checked"], 3);
 
-    let runs = harness.count("SELECT count() FROM agent_verify_runs WHERE Result = 'clean'").await;
+    let runs = harness
+        .count("SELECT count() FROM agent_verify_runs WHERE Result = 'clean'")
+        .await;
     assert_eq!(runs, 3, "each run is recorded");
 }
 
@@ -147,19 +195,32 @@ async fn chain_links_rows_in_step_order() {
     let (harness, _dir) = sealed_trail("seal_links", &[63]).await;
     let rows = span_rows(&harness, 63).await;
     let verdicts: Vec<WorkflowRow> = harness
-        .rows(&format!("SELECT ?fields FROM agent_workflows WHERE WorkflowId = '{}'", trace_hex(63)))
+        .rows(&format!(
+            "SELECT ?fields FROM agent_workflows WHERE WorkflowId = '{}'",
+            trace_hex(63)
+        ))
         .await;
     let verdict = &verdicts[0];
     assert_eq!(rows.len() as u64, SPANS_PER_WORKFLOW);
-    assert_eq!(rows[0].prev_hash, verdict.header_hash, "the first row starts from the header");
+    assert_eq!(
+        rows[0].prev_hash, verdict.header_hash,
+        "the first row starts from the header"
+    );
     for pair in rows.windows(2) {
-        assert_eq!(pair[1].prev_hash, pair[0].row_hash, "step {} links to step {}", pair[1].step_index, pair[0].step_index);
+        assert_eq!(
+            pair[1].prev_hash, pair[0].row_hash,
+            "step {} links to step {}",
+            pair[1].step_index, pair[0].step_index
+        );
     }
     assert_eq!(verdict.chain_head, rows.last().unwrap().row_hash);
     assert_eq!(verdict.row_count as u64, SPANS_PER_WORKFLOW);
     assert_eq!(verdict.header_hash.len(), 64);
     let entries: Vec<LedgerEntryRow> = harness
-        .rows(&format!("SELECT ?fields FROM agent_ledger_entries WHERE WorkflowId = '{}'", trace_hex(63)))
+        .rows(&format!(
+            "SELECT ?fields FROM agent_ledger_entries WHERE WorkflowId = '{}'",
+            trace_hex(63)
+        ))
         .await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].chain_head, verdict.chain_head);
@@ -186,7 +247,12 @@ async fn altered_attribute_is_row_modified() {
     assert_eq!(modified[0]["span_id"], target.as_str());
     assert_eq!(modified[0]["workflow_id"], trace_hex(64).as_str());
     assert_eq!(modified[0]["table"], "agent_spans");
-    assert_eq!(verified.findings().len(), 1, "nothing else is reported: {:#}", verified.json);
+    assert_eq!(
+        verified.findings().len(),
+        1,
+        "nothing else is reported: {:#}",
+        verified.json
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,7 +274,11 @@ async fn deleted_row_is_row_missing() {
     assert_eq!(missing.len(), 1, "{:#}", verified.json);
     assert_eq!(missing[0]["workflow_id"], victim.trace_id.as_str());
     assert_eq!(missing[0]["step_index"], victim.step_index);
-    assert!(verified.of_kind("row_inserted").is_empty(), "{:#}", verified.json);
+    assert!(
+        verified.of_kind("row_inserted").is_empty(),
+        "{:#}",
+        verified.json
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,7 +293,11 @@ async fn forged_row_is_row_inserted() {
     forged.step_index = rows[2].step_index;
     let mut chained = vec![forged];
     agent_ledger::seal::chain_rows(&mut chained, &rows[1].row_hash);
-    let mut insert = harness.client.insert::<SpanRow>("agent_spans").await.unwrap();
+    let mut insert = harness
+        .client
+        .insert::<SpanRow>("agent_spans")
+        .await
+        .unwrap();
     insert.write(&chained[0]).await.unwrap();
     insert.end().await.unwrap();
 
@@ -233,7 +307,12 @@ async fn forged_row_is_row_inserted() {
     assert_eq!(inserted.len(), 1, "{:#}", verified.json);
     assert_eq!(inserted[0]["span_id"], span_hex(99).as_str());
     assert_eq!(inserted[0]["workflow_id"], trace_hex(67).as_str());
-    assert_eq!(verified.findings().len(), 1, "the real rows still verify: {:#}", verified.json);
+    assert_eq!(
+        verified.findings().len(),
+        1,
+        "the real rows still verify: {:#}",
+        verified.json
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,8 +322,18 @@ async fn deleted_workflow_and_entry_reported() {
     let seq: u64 = harness
         .count(&format!("SELECT any(Seq) FROM agent_ledger_entries WHERE Kind = 'segment' AND WorkflowId = '{trace}'"))
         .await;
-    for (table, column) in [("agent_spans", "TraceId"), ("agent_workflows", "WorkflowId"), ("agent_ledger_entries", "WorkflowId")] {
-        execute(&harness, &format!("ALTER TABLE {table} DELETE WHERE {column} = '{trace}' SETTINGS mutations_sync = 1")).await;
+    for (table, column) in [
+        ("agent_spans", "TraceId"),
+        ("agent_workflows", "WorkflowId"),
+        ("agent_ledger_entries", "WorkflowId"),
+    ] {
+        execute(
+            &harness,
+            &format!(
+                "ALTER TABLE {table} DELETE WHERE {column} = '{trace}' SETTINGS mutations_sync = 1"
+            ),
+        )
+        .await;
     }
     let verified = verify_with_keys(&harness, dir.path(), &[]).await;
     assert_eq!(verified.status, 1, "{:#}", verified.json);
@@ -252,9 +341,17 @@ async fn deleted_workflow_and_entry_reported() {
     assert_eq!(entry_missing.len(), 1, "{:#}", verified.json);
     assert_eq!(entry_missing[0]["seq"], seq);
     assert_eq!(entry_missing[0]["instance_id"], "it-seal_workflow_gone");
-    let verdict_missing: Vec<Value> =
-        verified.of_kind("row_missing").into_iter().filter(|finding| finding["table"] == "agent_workflows").collect();
-    assert_eq!(verdict_missing.len(), 1, "the verdict batch lost a row: {:#}", verified.json);
+    let verdict_missing: Vec<Value> = verified
+        .of_kind("row_missing")
+        .into_iter()
+        .filter(|finding| finding["table"] == "agent_workflows")
+        .collect();
+    assert_eq!(
+        verdict_missing.len(),
+        1,
+        "the verdict batch lost a row: {:#}",
+        verified.json
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,10 +369,27 @@ async fn altered_checkpoint_is_invalid() {
     assert_eq!(verified.status, 1, "{:#}", verified.json);
     let invalid = verified.of_kind("checkpoint_invalid");
     assert!(!invalid.is_empty(), "{:#}", verified.json);
-    assert!(invalid.iter().all(|finding| finding["instance_id"] == "it-seal_checkpoint"));
-    let details: Vec<&str> = invalid.iter().filter_map(|finding| finding["detail"].as_str()).collect();
-    assert!(details.iter().any(|detail| detail.contains("signature does not verify")), "{details:?}");
-    assert!(details.iter().any(|detail| detail.contains("is not the EntryHash")), "{details:?}");
+    assert!(
+        invalid
+            .iter()
+            .all(|finding| finding["instance_id"] == "it-seal_checkpoint")
+    );
+    let details: Vec<&str> = invalid
+        .iter()
+        .filter_map(|finding| finding["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|detail| detail.contains("signature does not verify")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|detail| detail.contains("is not the EntryHash")),
+        "{details:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,9 +403,17 @@ async fn wrong_public_key_is_checkpoint_invalid() {
     let invalid = verified.of_kind("checkpoint_invalid");
     assert!(!invalid.is_empty(), "{:#}", verified.json);
     let detail = invalid[0]["detail"].as_str().unwrap();
-    assert!(detail.contains("no --public-key has that key id"), "{detail}");
+    assert!(
+        detail.contains("no --public-key has that key id"),
+        "{detail}"
+    );
     assert_ne!(invalid[0]["key_id"], other_id.as_str());
-    assert_eq!(verified.findings().len(), invalid.len(), "only the checkpoints fail: {:#}", verified.json);
+    assert_eq!(
+        verified.findings().len(),
+        invalid.len(),
+        "only the checkpoints fail: {:#}",
+        verified.json
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -302,13 +424,19 @@ async fn cut_off_entries_found_against_files() {
     let mut harness = Harness::start(config.clone()).await;
     send_workflows(&harness, &[72]).await;
     harness.stop().await;
-    let first_last_seq: u64 = harness.count("SELECT max(LastSeq) FROM agent_ledger_checkpoints").await;
+    let first_last_seq: u64 = harness
+        .count("SELECT max(LastSeq) FROM agent_ledger_checkpoints")
+        .await;
     let mut harness = Harness::start(config).await;
     send_workflows(&harness, &[73]).await;
     harness.stop().await;
 
     for table in ["agent_ledger_entries", "agent_ledger_checkpoints"] {
-        let column = if table == "agent_ledger_entries" { "Seq" } else { "LastSeq" };
+        let column = if table == "agent_ledger_entries" {
+            "Seq"
+        } else {
+            "LastSeq"
+        };
         execute(&harness, &format!("ALTER TABLE {table} DELETE WHERE {column} > {first_last_seq} SETTINGS mutations_sync = 1")).await;
     }
     let verified = verify_with_keys(&harness, dir.path(), &[]).await;
@@ -318,13 +446,28 @@ async fn cut_off_entries_found_against_files() {
     let cut: Vec<Value> = verified
         .of_kind("entry_missing")
         .into_iter()
-        .filter(|finding| finding["detail"].as_str().unwrap_or_default().contains("but the checkpoint signed at"))
+        .filter(|finding| {
+            finding["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("but the checkpoint signed at")
+        })
         .collect();
     assert_eq!(cut.len(), 1, "{:#}", verified.json);
     assert_eq!(cut[0]["seq"], first_last_seq + 1);
 
-    let without_files = verify(&harness, &["--public-key", &format!("{}/ledger.key.pub", dir.path().display())]).await;
-    assert!(without_files.of_kind("checkpoint_missing").is_empty(), "without the files the cut is not visible in the ledger itself");
+    let without_files = verify(
+        &harness,
+        &[
+            "--public-key",
+            &format!("{}/ledger.key.pub", dir.path().display()),
+        ],
+    )
+    .await;
+    assert!(
+        without_files.of_kind("checkpoint_missing").is_empty(),
+        "without the files the cut is not visible in the ledger itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,10 +482,14 @@ async fn sequence_continues_after_restart() {
     send_workflows(&harness, &[75]).await;
     harness.stop().await;
 
-    let seqs: Vec<u64> = harness.rows("SELECT Seq FROM agent_ledger_entries ORDER BY Seq").await;
+    let seqs: Vec<u64> = harness
+        .rows("SELECT Seq FROM agent_ledger_entries ORDER BY Seq")
+        .await;
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "one sequence without gaps over both runs");
-    let checkpoints: Vec<CheckpointRow> = harness.rows("SELECT ?fields FROM agent_ledger_checkpoints ORDER BY LastSeq").await;
+    let checkpoints: Vec<CheckpointRow> = harness
+        .rows("SELECT ?fields FROM agent_ledger_checkpoints ORDER BY LastSeq")
+        .await;
     assert_eq!(checkpoints.len(), 2);
     assert_eq!(checkpoints[1].first_seq, checkpoints[0].last_seq + 1);
     let verified = verify_with_keys(&harness, dir.path(), &[]).await;
@@ -355,16 +502,30 @@ async fn late_segment_extends_chain() {
     agent_ledger::seal::keys::generate(&dir.path().join("ledger.key")).unwrap();
     let mut harness = Harness::start(sealed_config("seal_late", dir.path())).await;
     send_workflows(&harness, &[76]).await;
-    harness.export(request(vec![tool_span(76, 9, 1, 41, 50).build()])).await.unwrap();
-    let sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{}'", trace_hex(76));
-    assert_eq!(harness.wait_for_count(&sql, 2, WAIT).await, 2, "the late segment writes a new revision");
+    harness
+        .export(request(vec![tool_span(76, 9, 1, 41, 50).build()]))
+        .await
+        .unwrap();
+    let sql = format!(
+        "SELECT count() FROM agent_workflows WHERE WorkflowId = '{}'",
+        trace_hex(76)
+    );
+    assert_eq!(
+        harness.wait_for_count(&sql, 2, WAIT).await,
+        2,
+        "the late segment writes a new revision"
+    );
     harness.stop().await;
 
     let rows = span_rows(&harness, 76).await;
     assert_eq!(rows.len() as u64, SPANS_PER_WORKFLOW + 1);
     let late = rows.last().unwrap();
     assert_eq!(late.segment, 1);
-    assert_eq!(late.prev_hash, rows[rows.len() - 2].row_hash, "the late segment continues from the previous head");
+    assert_eq!(
+        late.prev_hash,
+        rows[rows.len() - 2].row_hash,
+        "the late segment continues from the previous head"
+    );
     let verified = verify_with_keys(&harness, dir.path(), &[]).await;
     assert_eq!(verified.status, 0, "{:#}", verified.json);
 }
@@ -374,17 +535,28 @@ async fn expired_rows_not_failures() {
     let (harness, dir) = sealed_trail("seal_expired", &[77]).await;
     execute(
         &harness,
-        &format!("ALTER TABLE agent_spans DELETE WHERE TraceId = '{}' SETTINGS mutations_sync = 1", trace_hex(77)),
+        &format!(
+            "ALTER TABLE agent_spans DELETE WHERE TraceId = '{}' SETTINGS mutations_sync = 1",
+            trace_hex(77)
+        ),
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let verified = verify_with_keys(&harness, dir.path(), &["--retention", "1s"]).await;
     assert_eq!(verified.status, 0, "{:#}", verified.json);
     let expired = verified.of_kind("expired");
-    assert_eq!(expired.len() as u64, SPANS_PER_WORKFLOW, "{:#}", verified.json);
+    assert_eq!(
+        expired.len() as u64,
+        SPANS_PER_WORKFLOW,
+        "{:#}",
+        verified.json
+    );
     let strict = verify_with_keys(&harness, dir.path(), &[]).await;
     assert_eq!(strict.status, 1);
-    assert_eq!(strict.of_kind("row_missing").len() as u64, SPANS_PER_WORKFLOW);
+    assert_eq!(
+        strict.of_kind("row_missing").len() as u64,
+        SPANS_PER_WORKFLOW
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,14 +564,28 @@ async fn verify_that_cannot_run_exits_2() {
     let (harness, _dir) = sealed_trail("seal_exit2", &[78]).await;
     let bad_id = verify(&harness, &["--workflow", "not-hex"]).await;
     assert_eq!(bad_id.status, 2, "{}", bad_id.stderr);
-    assert!(bad_id.stderr.contains("invalid --workflow \"not-hex\""), "{}", bad_id.stderr);
+    assert!(
+        bad_id.stderr.contains("invalid --workflow \"not-hex\""),
+        "{}",
+        bad_id.stderr
+    );
     let mut command = Command::new(env!("CARGO_BIN_EXE_agent-ledger"));
     command
         .args(["verify", "--format", "json"])
         .env("AGENT_LEDGER_CLICKHOUSE_URL", "http://127.0.0.1:9")
-        .env("AGENT_LEDGER_CLICKHOUSE_DATABASE", &harness.config.clickhouse.database);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
-    assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+        .env(
+            "AGENT_LEDGER_CLICKHOUSE_DATABASE",
+            &harness.config.clickhouse.database,
+        );
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,8 +596,16 @@ async fn openssl_accepts_checkpoint_signature() {
     }
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("ledger.key");
-    let keygen = Command::new(env!("CARGO_BIN_EXE_agent-ledger")).args(["keygen", "--out"]).arg(&key).output().unwrap();
-    assert!(keygen.status.success(), "{}", String::from_utf8_lossy(&keygen.stderr));
+    let keygen = Command::new(env!("CARGO_BIN_EXE_agent-ledger"))
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
     let mut harness = Harness::start(sealed_config("seal_openssl", dir.path())).await;
     send_workflows(&harness, &[79]).await;
     harness.stop().await;
@@ -422,7 +616,13 @@ async fn openssl_accepts_checkpoint_signature() {
     let signature = dir.path().join("signature");
     std::fs::write(&message, &file.message).unwrap();
     use base64::Engine;
-    std::fs::write(&signature, base64::engine::general_purpose::STANDARD.decode(&file.signature).unwrap()).unwrap();
+    std::fs::write(
+        &signature,
+        base64::engine::general_purpose::STANDARD
+            .decode(&file.signature)
+            .unwrap(),
+    )
+    .unwrap();
     let public: PathBuf = format!("{}.pub", key.display()).into();
     let output = Command::new("openssl")
         .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
@@ -434,8 +634,15 @@ async fn openssl_accepts_checkpoint_signature() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("Signature Verified Successfully"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Signature Verified Successfully"),
+        "{stdout}"
+    );
 
     std::fs::write(&message, file.message.replace("last_seq=", "last_seq=9")).unwrap();
     let tampered = Command::new("openssl")
@@ -447,10 +654,21 @@ async fn openssl_accepts_checkpoint_signature() {
         .arg(&signature)
         .output()
         .unwrap();
-    assert!(!tampered.status.success(), "openssl rejects a changed message");
+    assert!(
+        !tampered.status.success(),
+        "openssl rejects a changed message"
+    );
 
-    let der = Command::new("openssl").args(["pkey", "-pubin", "-outform", "DER", "-in"]).arg(&public).output().unwrap();
+    let der = Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+        .arg(&public)
+        .output()
+        .unwrap();
     use sha2::Digest;
     let key_id = hex::encode(sha2::Sha256::digest(&der.stdout));
-    assert_eq!(&key_id[..16], file.key_id, "the key id is the SHA-256 of the public key's DER");
+    assert_eq!(
+        &key_id[..16],
+        file.key_id,
+        "the key id is the SHA-256 of the public key's DER"
+    );
 }

@@ -66,7 +66,11 @@ struct Verdict {
 /// The verdict rows of a trace, once `expected` of them are written.
 async fn verdicts(harness: &Harness, trace: &str, expected: u64) -> Vec<Verdict> {
     let sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
-    assert_eq!(harness.wait_for_count(&sql, expected, WAIT).await, expected, "verdict rows of {trace}");
+    assert_eq!(
+        harness.wait_for_count(&sql, expected, WAIT).await,
+        expected,
+        "verdict rows of {trace}"
+    );
     harness
         .rows(&format!(
             "SELECT RootSpanId, Revision, Status, Reasons, AgentNames, ModelVersions, StepCount \
@@ -84,7 +88,10 @@ async fn rejected(harness: &Harness, trace: &str) -> Vec<(String, String)> {
 }
 
 fn scopes(list: &[&str]) -> Value {
-    let items: Vec<StringValue> = list.iter().map(|scope| StringValue::from(scope.to_string())).collect();
+    let items: Vec<StringValue> = list
+        .iter()
+        .map(|scope| StringValue::from(scope.to_string()))
+        .collect();
     Value::Array(Array::String(items))
 }
 
@@ -106,7 +113,10 @@ async fn send_sdk_workflow(url: &str, gzip: bool) -> (String, [String; 5]) {
             KeyValue::new("agent_ledger.task.spec", "Refund order 9"),
             KeyValue::new("agent_ledger.credential.id", "cred-42"),
             KeyValue::new("agent_ledger.credential.issuer", "vault"),
-            KeyValue::new("agent_ledger.credential.scopes", scopes(&["orders:read", "refunds:write"])),
+            KeyValue::new(
+                "agent_ledger.credential.scopes",
+                scopes(&["orders:read", "refunds:write"]),
+            ),
         ])
         .start(&tracer);
     let root_context = Context::current_with_span(root);
@@ -173,9 +183,14 @@ async fn send_sdk_workflow(url: &str, gzip: bool) -> (String, [String; 5]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn valid_workflow_stored_with_contract_columns() {
     let harness = Harness::start(test_config("valid")).await;
-    let (trace, [root, agent, first, tool, second]) = send_sdk_workflow(&harness.grpc_url(), false).await;
+    let (trace, [root, agent, first, tool, second]) =
+        send_sdk_workflow(&harness.grpc_url(), false).await;
     let sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
-    assert_eq!(harness.wait_for_count(&sql, 1, WAIT).await, 1, "one verdict is written");
+    assert_eq!(
+        harness.wait_for_count(&sql, 1, WAIT).await,
+        1,
+        "one verdict is written"
+    );
 
     let verdict = &verdicts(&harness, &trace, 1).await[0];
     assert_eq!(verdict.status, "valid", "reasons: {:?}", verdict.reasons);
@@ -186,7 +201,11 @@ async fn valid_workflow_stored_with_contract_columns() {
 
     let stored = steps(&harness, &trace).await;
     let ids: Vec<&str> = stored.iter().map(|step| step.span_id.as_str()).collect();
-    assert_eq!(ids, vec![&root, &agent, &first, &tool, &second], "steps in start order");
+    assert_eq!(
+        ids,
+        vec![&root, &agent, &first, &tool, &second],
+        "steps in start order"
+    );
     for (index, step) in stored.iter().enumerate() {
         assert_eq!(step.step_index, index as u32);
         assert_eq!(step.workflow_root_span_id, root);
@@ -204,13 +223,24 @@ async fn valid_workflow_stored_with_contract_columns() {
         assert_eq!(step.late, 0);
     }
     let kinds: Vec<&str> = stored.iter().map(|step| step.step_kind.as_str()).collect();
-    assert_eq!(kinds, vec!["root", "agent", "inference", "tool", "inference"]);
+    assert_eq!(
+        kinds,
+        vec!["root", "agent", "inference", "tool", "inference"]
+    );
     assert_eq!(stored[2].model_name, "gpt-4o");
     assert_eq!(stored[2].model_version, "gpt-4o-2024-08-06");
     assert_eq!(stored[3].tool_name, "refund");
     assert_eq!(stored[3].tool_call_id, "call_refund");
-    assert_eq!(stored[3].causes, vec![(first.clone(), "tool_call_id".to_owned())], "tool caused by the model call that requested it");
-    assert_eq!(stored[4].causes, vec![(tool.clone(), "tool_call_id".to_owned())], "next model call caused by the tool");
+    assert_eq!(
+        stored[3].causes,
+        vec![(first.clone(), "tool_call_id".to_owned())],
+        "tool caused by the model call that requested it"
+    );
+    assert_eq!(
+        stored[4].causes,
+        vec![(tool.clone(), "tool_call_id".to_owned())],
+        "next model call caused by the tool"
+    );
     assert_eq!(stored[2].causes, vec![(agent.clone(), "parent".to_owned())]);
     assert_eq!(stored[1].causes, vec![(root.clone(), "parent".to_owned())]);
     assert!(stored[0].causes.is_empty());
@@ -236,15 +266,25 @@ async fn children_sent_before_root() {
         .build();
     harness.export(request(vec![agent])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    harness.export(request(vec![root_span(1, 1, None, 0, 50).build()])).await.unwrap();
+    harness
+        .export(request(vec![root_span(1, 1, None, 0, 50).build()]))
+        .await
+        .unwrap();
 
     let trace = trace_hex(1);
     let sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
     assert_eq!(harness.wait_for_count(&sql, 4, WAIT).await, 4);
     let stored = steps(&harness, &trace).await;
     let ids: Vec<String> = stored.iter().map(|step| step.span_id.clone()).collect();
-    assert_eq!(ids, vec![span_hex(1), span_hex(2), span_hex(3), span_hex(4)]);
-    assert_eq!(stored[3].causes, vec![(span_hex(3), "sequence".to_owned())], "tool without call id follows the model call");
+    assert_eq!(
+        ids,
+        vec![span_hex(1), span_hex(2), span_hex(3), span_hex(4)]
+    );
+    assert_eq!(
+        stored[3].causes,
+        vec![(span_hex(3), "sequence".to_owned())],
+        "tool without call id follows the model call"
+    );
     let verdict = &verdicts(&harness, &trace, 1).await[0];
     assert_eq!(verdict.status, "valid", "reasons: {:?}", verdict.reasons);
 }
@@ -255,15 +295,32 @@ async fn root_below_http_server_span() {
     let server = SpanSpec::new(2, 1, None, "POST /tasks", 0, 100).build();
     let root = root_span(2, 2, Some(1), 5, 90).build();
     let chat = chat_span(2, 3, 2, 10, 20).build();
-    harness.export(request(vec![chat, root, server])).await.unwrap();
+    harness
+        .export(request(vec![chat, root, server]))
+        .await
+        .unwrap();
 
     let trace = trace_hex(2);
     let sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
     assert_eq!(harness.wait_for_count(&sql, 3, WAIT).await, 3);
     let stored = steps(&harness, &trace).await;
-    let kinds: Vec<(&str, &str)> = stored.iter().map(|step| (step.span_id.as_str(), step.step_kind.as_str())).collect();
-    assert_eq!(kinds, vec![(span_hex(1).as_str(), "context"), (span_hex(2).as_str(), "root"), (span_hex(3).as_str(), "inference")]);
-    assert!(stored.iter().all(|step| step.workflow_root_span_id == span_hex(2)));
+    let kinds: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|step| (step.span_id.as_str(), step.step_kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (span_hex(1).as_str(), "context"),
+            (span_hex(2).as_str(), "root"),
+            (span_hex(3).as_str(), "inference")
+        ]
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|step| step.workflow_root_span_id == span_hex(2))
+    );
     let verdicts = verdicts(&harness, &trace, 1).await;
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].root_span_id, span_hex(2));
@@ -280,10 +337,24 @@ async fn rejected_workflow_quarantined_with_reasons() {
         .build();
     let chat = chat_span(3, 2, 1, 10, 20).build();
     let response = harness.export(request(vec![chat, root])).await.unwrap();
-    let partial = response.partial_success.expect("root failing the policy is reported at once");
+    let partial = response
+        .partial_success
+        .expect("root failing the policy is reported at once");
     assert_eq!(partial.rejected_spans, 1);
-    assert!(partial.error_message.contains("missing agent_ledger.origin.source on root span"), "{}", partial.error_message);
-    assert!(partial.error_message.contains("missing agent_ledger.credential.scopes on root span"), "{}", partial.error_message);
+    assert!(
+        partial
+            .error_message
+            .contains("missing agent_ledger.origin.source on root span"),
+        "{}",
+        partial.error_message
+    );
+    assert!(
+        partial
+            .error_message
+            .contains("missing agent_ledger.credential.scopes on root span"),
+        "{}",
+        partial.error_message
+    );
     assert!(partial.error_message.contains(&span_hex(1)));
 
     let trace = trace_hex(3);
@@ -300,14 +371,29 @@ async fn rejected_workflow_quarantined_with_reasons() {
         ]
     );
     let quarantined = rejected(&harness, &trace).await;
-    assert_eq!(quarantined, vec![(span_hex(1), "policy_rejected".to_owned()), (span_hex(2), "policy_rejected".to_owned())]);
-    assert_eq!(harness.count(&format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'")).await, 0);
+    assert_eq!(
+        quarantined,
+        vec![
+            (span_hex(1), "policy_rejected".to_owned()),
+            (span_hex(2), "policy_rejected".to_owned())
+        ]
+    );
+    assert_eq!(
+        harness
+            .count(&format!(
+                "SELECT count() FROM agent_spans WHERE TraceId = '{trace}'"
+            ))
+            .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_without_root_rejected() {
     let harness = Harness::start(test_config("no_root")).await;
-    let top = SpanSpec::new(4, 1, None, "invoke_agent helper", 0, 50).attr("gen_ai.agent.name", "helper").build();
+    let top = SpanSpec::new(4, 1, None, "invoke_agent helper", 0, 50)
+        .attr("gen_ai.agent.name", "helper")
+        .build();
     let chat = chat_span(4, 2, 1, 10, 20).build();
     harness.export(request(vec![chat, top])).await.unwrap();
     let trace = trace_hex(4);
@@ -316,10 +402,19 @@ async fn trace_without_root_rejected() {
     let verdict_sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
     assert_eq!(harness.wait_for_count(&verdict_sql, 1, WAIT).await, 1);
     let quarantined = rejected(&harness, &trace).await;
-    assert!(quarantined.iter().all(|(_, reason)| reason == "no_workflow_root"), "{quarantined:?}");
+    assert!(
+        quarantined
+            .iter()
+            .all(|(_, reason)| reason == "no_workflow_root"),
+        "{quarantined:?}"
+    );
     let verdict = &verdicts(&harness, &trace, 1).await[0];
     assert_eq!(verdict.status, "rejected");
-    assert!(verdict.reasons[0].starts_with("no span carries agent_ledger.origin.type"), "{:?}", verdict.reasons);
+    assert!(
+        verdict.reasons[0].starts_with("no span carries agent_ledger.origin.type"),
+        "{:?}",
+        verdict.reasons
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,7 +427,9 @@ async fn incomplete_workflow_admitted_when_root_arrives() {
     harness.export(request(vec![chat, tool])).await.unwrap();
 
     let trace = trace_hex(5);
-    let quarantine_sql = format!("SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}' AND Reason = 'root_span_missing'");
+    let quarantine_sql = format!(
+        "SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}' AND Reason = 'root_span_missing'"
+    );
     assert_eq!(harness.wait_for_count(&quarantine_sql, 2, WAIT).await, 2);
     let verdict_sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
     assert_eq!(harness.wait_for_count(&verdict_sql, 1, WAIT).await, 1);
@@ -342,15 +439,29 @@ async fn incomplete_workflow_admitted_when_root_arrives() {
     assert_eq!(first[0].root_span_id, span_hex(1));
     assert_eq!(first[0].revision, 1);
 
-    harness.export(request(vec![root_span(5, 1, None, 0, 50).build()])).await.unwrap();
+    harness
+        .export(request(vec![root_span(5, 1, None, 0, 50).build()]))
+        .await
+        .unwrap();
     let sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
-    assert_eq!(harness.wait_for_count(&sql, 3, WAIT).await, 3, "quarantined spans are admitted");
+    assert_eq!(
+        harness.wait_for_count(&sql, 3, WAIT).await,
+        3,
+        "quarantined spans are admitted"
+    );
     assert_eq!(harness.wait_for_count(&verdict_sql, 2, WAIT).await, 2);
     let all = verdicts(&harness, &trace, 2).await;
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].status, "valid", "reasons: {:?}", all[1].reasons);
-    assert_eq!(all[1].revision, 2, "the new verdict supersedes the incomplete one");
-    assert_eq!(harness.count(&quarantine_sql).await, 2, "quarantine rows stay as history");
+    assert_eq!(
+        all[1].revision, 2,
+        "the new verdict supersedes the incomplete one"
+    );
+    assert_eq!(
+        harness.count(&quarantine_sql).await,
+        2,
+        "quarantine rows stay as history"
+    );
     let stored = steps(&harness, &trace).await;
     assert_eq!(stored[2].causes, vec![(span_hex(2), "sequence".to_owned())]);
 }
@@ -358,26 +469,46 @@ async fn incomplete_workflow_admitted_when_root_arrives() {
 #[tokio::test(flavor = "multi_thread")]
 async fn late_child_extends_written_workflow() {
     let harness = Harness::start(test_config("late")).await;
-    let spans = vec![root_span(6, 1, None, 0, 100).build(), chat_span(6, 2, 1, 10, 20).build()];
+    let spans = vec![
+        root_span(6, 1, None, 0, 100).build(),
+        chat_span(6, 2, 1, 10, 20).build(),
+    ];
     harness.export(request(spans)).await.unwrap();
     let trace = trace_hex(6);
     let sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
     assert_eq!(harness.wait_for_count(&sql, 2, WAIT).await, 2);
 
-    harness.export(request(vec![tool_span(6, 3, 1, 30, 40).build()])).await.unwrap();
+    harness
+        .export(request(vec![tool_span(6, 3, 1, 30, 40).build()]))
+        .await
+        .unwrap();
     assert_eq!(harness.wait_for_count(&sql, 3, WAIT).await, 3);
     let verdict_sql = format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'");
-    assert_eq!(harness.wait_for_count(&verdict_sql, 2, WAIT).await, 2, "the late segment writes a new verdict revision");
+    assert_eq!(
+        harness.wait_for_count(&verdict_sql, 2, WAIT).await,
+        2,
+        "the late segment writes a new verdict revision"
+    );
     let stored = steps(&harness, &trace).await;
     let late = &stored[2];
     assert_eq!(late.span_id, span_hex(3));
     assert_eq!(late.late, 1);
     assert_eq!(late.segment, 1);
     assert_eq!(late.step_index, 2);
-    assert_eq!(late.origin_type, "event", "late steps carry the workflow's origin");
+    assert_eq!(
+        late.origin_type, "event",
+        "late steps carry the workflow's origin"
+    );
     assert_eq!(late.credential_id, "cred-1");
     assert_eq!(late.causes, vec![(span_hex(1), "parent".to_owned())]);
-    assert_eq!(harness.count(&format!("SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}'")).await, 0);
+    assert_eq!(
+        harness
+            .count(&format!(
+                "SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}'"
+            ))
+            .await,
+        0
+    );
     let all = verdicts(&harness, &trace, 2).await;
     assert_eq!(all.last().unwrap().step_count, 3);
 }
@@ -385,7 +516,12 @@ async fn late_child_extends_written_workflow() {
 #[tokio::test(flavor = "multi_thread")]
 async fn resent_request_stored_once() {
     let harness = Harness::start(test_config("resent")).await;
-    let spans = || vec![root_span(7, 1, None, 0, 100).build(), chat_span(7, 2, 1, 10, 20).build()];
+    let spans = || {
+        vec![
+            root_span(7, 1, None, 0, 100).build(),
+            chat_span(7, 2, 1, 10, 20).build(),
+        ]
+    };
     harness.export(request(spans())).await.unwrap();
     harness.export(request(spans())).await.unwrap();
     let trace = trace_hex(7);
@@ -393,24 +529,50 @@ async fn resent_request_stored_once() {
     assert_eq!(harness.wait_for_count(&sql, 2, WAIT).await, 2);
     harness.export(request(spans())).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(harness.count(&sql).await, 2, "re-sent spans are not stored again");
-    assert_eq!(harness.count(&format!("SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'")).await, 1);
+    assert_eq!(
+        harness.count(&sql).await,
+        2,
+        "re-sent spans are not stored again"
+    );
+    assert_eq!(
+        harness
+            .count(&format!(
+                "SELECT count() FROM agent_workflows WHERE WorkflowId = '{trace}'"
+            ))
+            .await,
+        1
+    );
 
     let (_, metrics) = http_get(&format!("{}/metrics", harness.admin_url())).await;
-    assert!(metrics.contains("agent_ledger_spans_duplicate_total 4"), "{metrics}");
+    assert!(
+        metrics.contains("agent_ledger_spans_duplicate_total 4"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conflicting_duplicate_quarantined() {
     let harness = Harness::start(test_config("conflict")).await;
-    harness.export(request(vec![root_span(8, 1, None, 0, 100).build(), chat_span(8, 2, 1, 10, 20).build()])).await.unwrap();
+    harness
+        .export(request(vec![
+            root_span(8, 1, None, 0, 100).build(),
+            chat_span(8, 2, 1, 10, 20).build(),
+        ]))
+        .await
+        .unwrap();
     let changed = chat_span(8, 2, 1, 10, 25).build();
     harness.export(request(vec![changed])).await.unwrap();
     let trace = trace_hex(8);
-    let sql = format!("SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}' AND Reason = 'conflicting_duplicate'");
+    let sql = format!(
+        "SELECT count() FROM agent_rejected_spans WHERE TraceId = '{trace}' AND Reason = 'conflicting_duplicate'"
+    );
     assert_eq!(harness.wait_for_count(&sql, 1, WAIT).await, 1);
     let stored = format!("SELECT count() FROM agent_spans WHERE TraceId = '{trace}'");
-    assert_eq!(harness.wait_for_count(&stored, 2, WAIT).await, 2, "the first copy is kept");
+    assert_eq!(
+        harness.wait_for_count(&stored, 2, WAIT).await,
+        2,
+        "the first copy is kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -418,8 +580,21 @@ async fn shutdown_writes_buffered_workflows() {
     let mut config = test_config("shutdown");
     config.assembler.settle = Duration::from_secs(60);
     let mut harness = Harness::start(config).await;
-    harness.export(request(vec![root_span(9, 1, None, 0, 100).build(), chat_span(9, 2, 1, 10, 20).build()])).await.unwrap();
+    harness
+        .export(request(vec![
+            root_span(9, 1, None, 0, 100).build(),
+            chat_span(9, 2, 1, 10, 20).build(),
+        ]))
+        .await
+        .unwrap();
     harness.stop().await;
-    let sql = format!("SELECT count() FROM agent_spans WHERE TraceId = '{}'", trace_hex(9));
-    assert_eq!(harness.count(&sql).await, 2, "shutdown completes waiting workflows");
+    let sql = format!(
+        "SELECT count() FROM agent_spans WHERE TraceId = '{}'",
+        trace_hex(9)
+    );
+    assert_eq!(
+        harness.count(&sql).await,
+        2,
+        "shutdown completes waiting workflows"
+    );
 }

@@ -133,7 +133,10 @@ impl Assembler {
 
     /// Traces with spans waiting.
     pub fn pending_traces(&self) -> usize {
-        self.traces.values().filter(|trace| !trace.pending.is_empty()).count()
+        self.traces
+            .values()
+            .filter(|trace| !trace.pending.is_empty())
+            .count()
     }
 
     /// Adds arriving spans; emits conflicting duplicates and, when the buffer
@@ -147,8 +150,17 @@ impl Assembler {
         intake
     }
 
-    fn insert_one(&mut self, span: Span, now: Instant, out: &mut Vec<Emitted>, intake: &mut Intake) {
-        let trace = self.traces.entry(span.trace_id).or_insert_with(|| TraceState::new(now));
+    fn insert_one(
+        &mut self,
+        span: Span,
+        now: Instant,
+        out: &mut Vec<Emitted>,
+        intake: &mut Intake,
+    ) {
+        let trace = self
+            .traces
+            .entry(span.trace_id)
+            .or_insert_with(|| TraceState::new(now));
         if let Some(meta) = trace.meta.get(&span.span_id) {
             if meta.content_hash == span.content_hash {
                 intake.duplicates += 1;
@@ -169,7 +181,9 @@ impl Assembler {
         intake.accepted += 1;
         trace.note_issuance(&span);
         let facts = self.resolver.resolve(&span);
-        trace.meta.insert(span.span_id, SpanMeta::new(&span, &facts));
+        trace
+            .meta
+            .insert(span.span_id, SpanMeta::new(&span, &facts));
         self.retained_spans += 1;
         self.buffered_spans += 1;
         self.buffered_bytes += span.approx_bytes();
@@ -232,7 +246,10 @@ impl Assembler {
             }
             trace.recall_in_flight = true;
             trace.recall_due = None;
-            recalls.push(Recall { trace_id: *trace_id, span_ids });
+            recalls.push(Recall {
+                trace_id: *trace_id,
+                span_ids,
+            });
         }
         recalls
     }
@@ -261,7 +278,13 @@ impl Assembler {
         }
     }
 
-    fn complete_trace(&mut self, trace_id: TraceId, now: Instant, force: bool, out: &mut Vec<Emitted>) {
+    fn complete_trace(
+        &mut self,
+        trace_id: TraceId,
+        now: Instant,
+        force: bool,
+        out: &mut Vec<Emitted>,
+    ) {
         let Some(mut trace) = self.traces.remove(&trace_id) else {
             return;
         };
@@ -305,7 +328,8 @@ impl Assembler {
     }
 
     fn over_bounds(&self) -> bool {
-        self.buffered_spans > self.limits.max_buffered_spans || self.buffered_bytes > self.limits.max_buffered_bytes
+        self.buffered_spans > self.limits.max_buffered_spans
+            || self.buffered_bytes > self.limits.max_buffered_bytes
     }
 
     /// Writes a waiting trace now: its complete workflows as usual, the rest
@@ -353,17 +377,36 @@ fn seal(
 ) -> Sealed {
     let verdict = Arc::new(verdict.unwrap_or_else(|| validate::evaluate(&workflow, policy)));
     let links = link::link(&workflow, written);
-    let checks = validate::check_steps(&workflow, &verdict.summary.credential, issued, &policy.tools);
+    let checks = validate::check_steps(
+        &workflow,
+        &verdict.summary.credential,
+        issued,
+        &policy.tools,
+    );
     let storage = match verdict.status {
         Status::Valid => Storage::Spans,
         Status::Rejected => Storage::Quarantine(Reason::PolicyRejected, verdict.reasons.join("; ")),
-        Status::Incomplete => Storage::Quarantine(Reason::RootSpanMissing, verdict.reasons.join("; ")),
+        Status::Incomplete => {
+            Storage::Quarantine(Reason::RootSpanMissing, verdict.reasons.join("; "))
+        }
     };
-    Sealed { workflow, verdict, links, checks, storage, span_rows: Vec::new(), chain: None }
+    Sealed {
+        workflow,
+        verdict,
+        links,
+        checks,
+        storage,
+        span_rows: Vec::new(),
+        chain: None,
+    }
 }
 
 /// Builds steps from spans of one workflow: kinds, agent scopes, order.
-fn build_steps(spans: Vec<(Span, crate::preset::StepFacts)>, context: &HashSet<SpanId>, meta: &HashMap<SpanId, SpanMeta>) -> Vec<Step> {
+fn build_steps(
+    spans: Vec<(Span, crate::preset::StepFacts)>,
+    context: &HashSet<SpanId>,
+    meta: &HashMap<SpanId, SpanMeta>,
+) -> Vec<Step> {
     let mut steps: Vec<Step> = spans
         .into_iter()
         .map(|(span, facts)| {
@@ -375,7 +418,12 @@ fn build_steps(spans: Vec<(Span, crate::preset::StepFacts)>, context: &HashSet<S
                 facts.kind.unwrap_or(StepKind::Other)
             };
             let agent_span = nearest_agent(&span, meta);
-            Step { span, facts, kind, agent_span }
+            Step {
+                span,
+                facts,
+                kind,
+                agent_span,
+            }
         })
         .collect();
     sort_steps(&mut steps);
@@ -415,7 +463,8 @@ impl Assembler {
             .collect();
         for trace_id in waiting {
             if let Some(trace) = self.traces.get_mut(&trace_id) {
-                let released = state::quarantine_waiting(trace, trace_id, Reason::RootSpanMissing, out);
+                let released =
+                    state::quarantine_waiting(trace, trace_id, Reason::RootSpanMissing, out);
                 self.release(released);
             }
         }

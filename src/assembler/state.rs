@@ -195,7 +195,9 @@ impl TraceState {
             let mut current = self.meta.get(&root).and_then(|meta| meta.parent);
             for _ in 0..MAX_DEPTH {
                 let Some(span_id) = current else { break };
-                let Some(meta) = self.meta.get(&span_id) else { break };
+                let Some(meta) = self.meta.get(&span_id) else {
+                    break;
+                };
                 if meta.is_root {
                     break;
                 }
@@ -210,7 +212,11 @@ impl TraceState {
         self.meta.values().any(|meta| meta.is_root)
     }
 
-    fn take_pending(&mut self, span_ids: &[SpanId], released: &mut Released) -> Vec<(Span, StepFacts)> {
+    fn take_pending(
+        &mut self,
+        span_ids: &[SpanId],
+        released: &mut Released,
+    ) -> Vec<(Span, StepFacts)> {
         let mut taken = Vec::with_capacity(span_ids.len());
         for span_id in span_ids {
             if let Some(entry) = self.pending.remove(span_id) {
@@ -258,11 +264,13 @@ impl Completion<'_> {
     pub fn run(mut self, out: &mut Vec<Emitted>) -> Released {
         let mut released = Released::default();
         let groups = self.group();
-        let quiet = self.force || self.now.duration_since(self.trace.last_arrival) >= self.limits.settle;
+        let quiet =
+            self.force || self.now.duration_since(self.trace.last_arrival) >= self.limits.settle;
         let mut waiting_for_recall = false;
         if quiet {
             for (root, (members, context)) in groups.by_root {
-                waiting_for_recall |= !self.complete_root(root, members, context, out, &mut released);
+                waiting_for_recall |=
+                    !self.complete_root(root, members, context, out, &mut released);
             }
             for (top, members) in groups.no_root {
                 self.complete_no_root(top, members, out, &mut released);
@@ -344,7 +352,13 @@ impl Completion<'_> {
             first_step_index: 0,
             prior: None,
         };
-        let sealed = seal(workflow, None, &HashSet::new(), self.policy, &self.trace.issued);
+        let sealed = seal(
+            workflow,
+            None,
+            &HashSet::new(),
+            self.policy,
+            &self.trace.issued,
+        );
         self.emit(root, sealed, out);
         true
     }
@@ -381,7 +395,10 @@ impl Completion<'_> {
         let steps = build_steps(spans, &context, &self.trace.meta);
         let mut verdict = (*written.verdict).clone();
         let summary = Arc::make_mut(&mut verdict.summary);
-        summary.step_count += steps.iter().filter(|step| step.kind != StepKind::Context).count() as u32;
+        summary.step_count += steps
+            .iter()
+            .filter(|step| step.kind != StepKind::Context)
+            .count() as u32;
         let workflow = Workflow {
             trace_id: self.trace_id,
             root_span_id: root,
@@ -398,7 +415,13 @@ impl Completion<'_> {
             .filter(|(_, meta)| meta.state == MetaState::Written)
             .map(|(span_id, _)| *span_id)
             .collect();
-        let mut sealed = seal(workflow, Some(verdict), &known, self.policy, &self.trace.issued);
+        let mut sealed = seal(
+            workflow,
+            Some(verdict),
+            &known,
+            self.policy,
+            &self.trace.issued,
+        );
         sealed.storage = written.storage.clone();
         self.emit(root, sealed, out);
     }
@@ -406,7 +429,11 @@ impl Completion<'_> {
     /// Chains the rows of `sealed` onto what was written of `root` before,
     /// records it as written, and hands it on.
     fn emit(&mut self, root: SpanId, mut sealed: Sealed, out: &mut Vec<Emitted>) {
-        let prior = self.trace.written.get(&root).and_then(|written| written.chain.clone());
+        let prior = self
+            .trace
+            .written
+            .get(&root)
+            .and_then(|written| written.chain.clone());
         crate::seal::seal(&mut sealed, prior.as_ref());
         self.record_written(root, &sealed);
         out.push(Emitted::Workflow(Box::new(sealed)));
@@ -433,7 +460,13 @@ impl Completion<'_> {
     }
 
     /// Rejects spans of a trace in which no span carries the origin type.
-    fn complete_no_root(&mut self, top: SpanId, members: Vec<SpanId>, out: &mut Vec<Emitted>, released: &mut Released) {
+    fn complete_no_root(
+        &mut self,
+        top: SpanId,
+        members: Vec<SpanId>,
+        out: &mut Vec<Emitted>,
+        released: &mut Released,
+    ) {
         if let Some(written) = self.trace.written.get(&top).cloned() {
             self.write_late(top, written, members, HashSet::new(), out, released);
             return;
@@ -450,8 +483,15 @@ impl Completion<'_> {
             prior: None,
         };
         let verdict = validate::no_root_verdict(&workflow);
-        let mut sealed = seal(workflow, Some(verdict), &HashSet::new(), self.policy, &self.trace.issued);
-        sealed.storage = Storage::Quarantine(Reason::NoWorkflowRoot, validate::NO_ROOT_REASON.to_owned());
+        let mut sealed = seal(
+            workflow,
+            Some(verdict),
+            &HashSet::new(),
+            self.policy,
+            &self.trace.issued,
+        );
+        sealed.storage =
+            Storage::Quarantine(Reason::NoWorkflowRoot, validate::NO_ROOT_REASON.to_owned());
         self.emit(top, sealed, out);
     }
 
@@ -531,7 +571,12 @@ fn write_incomplete(
 
 /// Quarantines every span of `trace` that is still waiting, grouped by the
 /// span id each waits for.
-pub fn quarantine_waiting(trace: &mut TraceState, trace_id: TraceId, reason: Reason, out: &mut Vec<Emitted>) -> Released {
+pub fn quarantine_waiting(
+    trace: &mut TraceState,
+    trace_id: TraceId,
+    reason: Reason,
+    out: &mut Vec<Emitted>,
+) -> Released {
     let mut released = Released::default();
     let mut groups: HashMap<SpanId, Vec<SpanId>> = HashMap::new();
     for span_id in trace.pending.keys() {

@@ -23,7 +23,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const QUEUE_CAPACITY: usize = 1024;
 
 /// Reads quarantined spans back from storage.
-pub type RecallFn = Arc<dyn Fn(Recall) -> Pin<Box<dyn Future<Output = Vec<Span>> + Send>> + Send + Sync>;
+pub type RecallFn =
+    Arc<dyn Fn(Recall) -> Pin<Box<dyn Future<Output = Vec<Span>> + Send>> + Send + Sync>;
 
 /// One request's worth of checked spans.
 #[derive(Debug, Default)]
@@ -100,7 +101,12 @@ pub async fn run(
 }
 
 fn accept(assembler: &mut Assembler, batch: Batch, metrics: &Metrics, out: &mut Vec<Emitted>) {
-    out.extend(batch.rejected.into_iter().map(|span| Emitted::Rejected(Box::new(span))));
+    out.extend(
+        batch
+            .rejected
+            .into_iter()
+            .map(|span| Emitted::Rejected(Box::new(span))),
+    );
     let intake = assembler.insert(batch.spans, Instant::now().into_std(), out);
     metrics.spans_duplicate.inc_by(intake.duplicates as u64);
 }
@@ -113,7 +119,11 @@ fn start_recall(request: Recall, recall: RecallFn, done: mpsc::Sender<(TraceId, 
     });
 }
 
-async fn forward(sink: &SinkHandle, out: &mut Vec<Emitted>, metrics: &Metrics) -> Result<(), crate::clickhouse::sink::SinkStopped> {
+async fn forward(
+    sink: &SinkHandle,
+    out: &mut Vec<Emitted>,
+    metrics: &Metrics,
+) -> Result<(), crate::clickhouse::sink::SinkStopped> {
     let mut rejected = Vec::new();
     for emitted in out.drain(..) {
         match emitted {

@@ -49,7 +49,7 @@ pub enum Command {
         format: workflow::Format,
     },
     /// Recompute the hash chains, ledger entries and checkpoint signatures
-    /// from ClickHouse; exit status 0 when everything verifies, 1 when
+    /// from ClickHouse. Exit status 0 when everything verifies, 1 when
     /// anything does not, 2 when verification could not run.
     Verify(verify::VerifyArgs),
     /// Generate an Ed25519 key pair for signing ledger checkpoints: the
@@ -66,7 +66,8 @@ pub enum Command {
 }
 
 impl Command {
-    /// The exit status when the command fails before it produced one.
+    /// Returns the exit status for a command that fails before it produced
+    /// one.
     pub fn failure_code(&self) -> ExitCode {
         match self {
             Command::Verify(_) => ExitCode::from(verify::EXIT_COULD_NOT_RUN),
@@ -86,14 +87,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Verify(args) = cli.command {
         return Ok(verify::run(&config, args).await);
     }
-    run_other(config, cli.command).await.map(|()| ExitCode::SUCCESS)
+    run_other(config, cli.command)
+        .await
+        .map(|()| ExitCode::SUCCESS)
 }
 
 async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => crate::serve::run(config).await,
         Command::Schema { apply: false } => {
-            print!("{}", crate::clickhouse::schema::script(&config.clickhouse.database));
+            print!(
+                "{}",
+                crate::clickhouse::schema::script(&config.clickhouse.database)
+            );
             Ok(())
         }
         Command::Schema { apply: true } => {
@@ -101,8 +107,14 @@ async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
             match applied.as_slice() {
-                [] => println!("schema is up to date in database {}", config.clickhouse.database),
-                versions => println!("applied migrations {versions:?} in database {}", config.clickhouse.database),
+                [] => println!(
+                    "schema is up to date in database {}",
+                    config.clickhouse.database
+                ),
+                versions => println!(
+                    "applied migrations {versions:?} in database {}",
+                    config.clickhouse.database
+                ),
             }
             Ok(())
         }
@@ -117,8 +129,11 @@ async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

@@ -77,7 +77,12 @@ async fn run_inner(config: &Config, args: VerifyArgs) -> anyhow::Result<Report> 
     let mut progress = TerminalProgress::new();
     let report = verify::run(&client, &options, &mut progress)
         .await
-        .with_context(|| format!("check that ClickHouse is reachable at {}", config.clickhouse.url))?;
+        .with_context(|| {
+            format!(
+                "check that ClickHouse is reachable at {}",
+                config.clickhouse.url
+            )
+        })?;
     progress.finish();
     match args.format {
         Format::Table => print_table(&report, &options),
@@ -105,11 +110,22 @@ fn options(config: &Config, args: &VerifyArgs) -> anyhow::Result<Options> {
         .map(|path| PublicKey::from_file(path))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Options {
-        from: args.from.as_deref().map(|text| parse_time("--from", text)).transpose()?,
-        to: args.to.as_deref().map(|text| parse_time("--to", text)).transpose()?,
+        from: args
+            .from
+            .as_deref()
+            .map(|text| parse_time("--from", text))
+            .transpose()?,
+        to: args
+            .to
+            .as_deref()
+            .map(|text| parse_time("--to", text))
+            .transpose()?,
         workflow,
         keys,
-        checkpoint_dir: args.checkpoint_dir.clone().or_else(|| config.seal.checkpoint_dir.clone()),
+        checkpoint_dir: args
+            .checkpoint_dir
+            .clone()
+            .or_else(|| config.seal.checkpoint_dir.clone()),
         retention: args.retention.or(config.seal.retention),
     })
 }
@@ -119,12 +135,16 @@ fn parse_time(option: &str, text: &str) -> anyhow::Result<i64> {
     let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
         .map(|time| time.timestamp_nanos_opt())
         .or_else(|_| {
-            chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-                .map(|date| date.and_hms_opt(0, 0, 0).and_then(|time| time.and_utc().timestamp_nanos_opt()))
+            chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map(|date| {
+                date.and_hms_opt(0, 0, 0)
+                    .and_then(|time| time.and_utc().timestamp_nanos_opt())
+            })
         });
     match parsed {
         Ok(Some(nanos)) => Ok(nanos),
-        _ => anyhow::bail!("invalid {option} {text:?}: expected RFC 3339 such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01, between the years 1678 and 2261"),
+        _ => anyhow::bail!(
+            "invalid {option} {text:?}: expected RFC 3339 such as 2026-05-01T00:00:00Z, or a date such as 2026-05-01, between the years 1678 and 2261"
+        ),
     }
 }
 
@@ -149,13 +169,27 @@ fn print_table(report: &Report, options: &Options) {
         println!("result: clean");
         return;
     }
-    let counts: Vec<String> = report.counts().iter().map(|(kind, count)| format!("{kind} {count}")).collect();
-    let result = if report.is_clean() { "clean" } else { "FINDINGS" };
+    let counts: Vec<String> = report
+        .counts()
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    let result = if report.is_clean() {
+        "clean"
+    } else {
+        "FINDINGS"
+    };
     println!("result: {result} ({})", counts.join(", "));
     println!();
     println!("{:<20} {:<24} {:<60} DETAIL", "KIND", "TABLE", "IDS");
     for finding in &report.findings {
-        println!("{:<20} {:<24} {:<60} {}", finding.kind.name(), finding.table, finding.ids(), finding.detail);
+        println!(
+            "{:<20} {:<24} {:<60} {}",
+            finding.kind.name(),
+            finding.table,
+            finding.ids(),
+            finding.detail
+        );
     }
 }
 
@@ -181,7 +215,12 @@ struct TerminalProgress {
 impl TerminalProgress {
     fn new() -> Self {
         let now = Instant::now();
-        TerminalProgress { enabled: std::io::stderr().is_terminal(), started: now, last: now, rows: 0 }
+        TerminalProgress {
+            enabled: std::io::stderr().is_terminal(),
+            started: now,
+            last: now,
+            rows: 0,
+        }
     }
 
     fn finish(&mut self) {
@@ -208,8 +247,14 @@ impl Progress for TerminalProgress {
 /// Runs `keygen`: writes the key pair and prints where, with the key id.
 pub fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let key_id = keys::generate(out)?;
-    println!("private key: {} (mode 0600; point seal.signing_key_file at it)", out.display());
-    println!("public key:  {} (give it to auditors for `verify --public-key`)", keys::public_path(out).display());
+    println!(
+        "private key: {} (mode 0600; point seal.signing_key_file at it)",
+        out.display()
+    );
+    println!(
+        "public key:  {} (give it to auditors for `verify --public-key`)",
+        keys::public_path(out).display()
+    );
     println!("key id:      {key_id}");
     Ok(())
 }

@@ -70,7 +70,9 @@ struct Report {
 /// Prints the workflows of `trace_id`.
 pub async fn run(config: &Config, trace_id: &str, format: Format) -> anyhow::Result<()> {
     let trace_id = TraceId::from_hex(trace_id)
-        .with_context(|| format!("invalid trace id {trace_id:?}: expected 32 hex digits, not all zero"))?
+        .with_context(|| {
+            format!("invalid trace id {trace_id:?}: expected 32 hex digits, not all zero")
+        })?
         .to_hex();
     let client = crate::clickhouse::client(&config.clickhouse)?;
     let verdicts: Vec<VerdictRow> = client
@@ -94,16 +96,25 @@ pub async fn run(config: &Config, trace_id: &str, format: Format) -> anyhow::Res
         .await
         .context("cannot read agent_rejected_spans")?;
     match format {
-        Format::Json => println!("{}", serde_json::json!({ "trace_id": trace_id, "workflows": reports, "quarantine": quarantine })),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "trace_id": trace_id, "workflows": reports, "quarantine": quarantine })
+        ),
         Format::Table => print_table(&trace_id, &reports, &quarantine),
     }
     if reports.is_empty() && quarantine.is_empty() {
-        anyhow::bail!("no workflow and no quarantined span found for trace {trace_id}; it may not be complete yet (settle time) or was sent elsewhere");
+        anyhow::bail!(
+            "no workflow and no quarantined span found for trace {trace_id}; it may not be complete yet (settle time) or was sent elsewhere"
+        );
     }
     Ok(())
 }
 
-async fn steps(client: &clickhouse::Client, trace_id: &str, root: &str) -> anyhow::Result<Vec<StepRow>> {
+async fn steps(
+    client: &clickhouse::Client,
+    trace_id: &str,
+    root: &str,
+) -> anyhow::Result<Vec<StepRow>> {
     client
         .query(
             "SELECT StepIndex, SpanId, SpanName, StepKind, AgentName, ToolName, ModelVersion, Duration, StatusCode, \
@@ -124,11 +135,19 @@ fn print_table(trace_id: &str, reports: &[Report], quarantine: &[QuarantineRow])
     for report in reports {
         let verdict = &report.verdict;
         println!();
-        println!("workflow root {}  revision {}  status {}", verdict.root_span_id, verdict.revision, verdict.status);
+        println!(
+            "workflow root {}  revision {}  status {}",
+            verdict.root_span_id, verdict.revision, verdict.status
+        );
         for reason in &verdict.reasons {
             println!("  reason: {reason}");
         }
-        println!("  origin: {} from {}{}", or_dash(&verdict.origin_type), or_dash(&verdict.origin_source), authorized(&verdict.authorized_by));
+        println!(
+            "  origin: {} from {}{}",
+            or_dash(&verdict.origin_type),
+            or_dash(&verdict.origin_source),
+            authorized(&verdict.authorized_by)
+        );
         println!("  task: {}", or_dash(&verdict.task_spec));
         println!(
             "  agent: {} {}  (agents: {})",
@@ -136,7 +155,11 @@ fn print_table(trace_id: &str, reports: &[Report], quarantine: &[QuarantineRow])
             verdict.agent_version,
             verdict.agent_names.join(", ")
         );
-        println!("  models: {}  versions: {}", verdict.model_names.join(", "), verdict.model_versions.join(", "));
+        println!(
+            "  models: {}  versions: {}",
+            verdict.model_names.join(", "),
+            verdict.model_versions.join(", ")
+        );
         println!(
             "  credential: {} issued by {}  scopes: {}",
             or_dash(&verdict.credential_id),
@@ -169,7 +192,10 @@ fn print_step(step: &StepRow, steps: &[StepRow]) {
         .causes
         .iter()
         .map(|(span_id, basis)| {
-            let index = steps.iter().find(|other| &other.span_id == span_id).map(|other| other.step_index);
+            let index = steps
+                .iter()
+                .find(|other| &other.span_id == span_id)
+                .map(|other| other.step_index);
             match index {
                 Some(index) => format!("#{index} ({basis})"),
                 None => format!("{span_id} ({basis})"),
@@ -185,7 +211,11 @@ fn print_step(step: &StepRow, steps: &[StepRow]) {
         step.duration as f64 / 1e6,
         step.status_code,
         or_dash(&step.credential_id),
-        if causes.is_empty() { String::new() } else { format!("  caused by {}", causes.join(", ")) },
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!("  caused by {}", causes.join(", "))
+        },
         if step.late == 1 { "  (late)" } else { "" },
     );
 }
@@ -195,7 +225,11 @@ fn or_dash(text: &str) -> &str {
 }
 
 fn authorized(by: &str) -> String {
-    if by.is_empty() { String::new() } else { format!(", authorized by {by}") }
+    if by.is_empty() {
+        String::new()
+    } else {
+        format!(", authorized by {by}")
+    }
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -51,31 +51,49 @@ impl StoreError {
 /// 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS, 285 TOO_FEW_LIVE_REPLICAS,
 /// 319 UNKNOWN_STATUS_OF_INSERT, 425 SYSTEM_ERROR, 999 KEEPER_EXCEPTION,
 /// 1000 POCO_EXCEPTION.
-pub const RETRYABLE_CODES: [u32; 14] = [3, 159, 164, 202, 209, 210, 241, 242, 252, 285, 319, 425, 999, 1000];
+pub const RETRYABLE_CODES: [u32; 14] = [
+    3, 159, 164, 202, 209, 210, 241, 242, 252, 285, 319, 425, 999, 1000,
+];
 
 /// Classifies an error of the `clickhouse` crate.
 pub fn classify(error: clickhouse::error::Error) -> StoreError {
     use clickhouse::error::Error;
     let message = error.to_string();
     match &error {
-        Error::Network(_) | Error::TimedOut => StoreError::Retryable { code: "network".to_owned(), message },
+        Error::Network(_) | Error::TimedOut => StoreError::Retryable {
+            code: "network".to_owned(),
+            message,
+        },
         Error::BadResponse(text) => match exception_code(text) {
-            Some(code) if RETRYABLE_CODES.contains(&code) => {
-                StoreError::Retryable { code: code.to_string(), message }
-            }
-            Some(code) => StoreError::Permanent { code: code.to_string(), message },
+            Some(code) if RETRYABLE_CODES.contains(&code) => StoreError::Retryable {
+                code: code.to_string(),
+                message,
+            },
+            Some(code) => StoreError::Permanent {
+                code: code.to_string(),
+                message,
+            },
             // A response without an exception code comes from a proxy or a
             // server that is starting or stopping.
-            None => StoreError::Retryable { code: "http".to_owned(), message },
+            None => StoreError::Retryable {
+                code: "http".to_owned(),
+                message,
+            },
         },
-        _ => StoreError::Permanent { code: "client".to_owned(), message },
+        _ => StoreError::Permanent {
+            code: "client".to_owned(),
+            message,
+        },
     }
 }
 
 /// The number in `Code: 241. DB::Exception: ...`.
 pub fn exception_code(text: &str) -> Option<u32> {
     let start = text.find("Code: ")? + "Code: ".len();
-    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -88,7 +106,10 @@ pub fn client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreErro
         .with_database(&config.database)
         .with_compression(clickhouse::Compression::Lz4)
         .with_setting("async_insert", "0")
-        .with_setting("max_execution_time", config.timeout.as_secs().max(1).to_string());
+        .with_setting(
+            "max_execution_time",
+            config.timeout.as_secs().max(1).to_string(),
+        );
     if !password.is_empty() {
         client = client.with_password(password);
     }
@@ -109,7 +130,9 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> 
         server.query(&statement).execute().await.map_err(classify)?;
     }
     let applied: Vec<u32> = server
-        .query(&format!("SELECT Version FROM {database}.agent_schema_migrations"))
+        .query(&format!(
+            "SELECT Version FROM {database}.agent_schema_migrations"
+        ))
         .fetch_all()
         .await
         .map_err(classify)?;
@@ -130,7 +153,11 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> 
             .execute()
             .await
             .map_err(classify)?;
-        tracing::info!(version = migration.version, description = migration.description, "applied schema migration");
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "applied schema migration"
+        );
         now_applied.push(migration.version);
     }
     Ok(now_applied)
@@ -138,9 +165,17 @@ pub async fn migrate(config: &ClickhouseConfig) -> Result<Vec<u32>, StoreError> 
 
 /// Whether the server answers and the schema is at the latest version.
 pub async fn is_ready(client: &clickhouse::Client, database: &str) -> bool {
-    let latest = schema::migrations(database).iter().map(|migration| migration.version).max().unwrap_or(0);
+    let latest = schema::migrations(database)
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0);
     let query = format!("SELECT max(Version) FROM {database}.agent_schema_migrations");
-    let result = tokio::time::timeout(Duration::from_secs(5), client.query(&query).fetch_one::<u32>()).await;
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query(&query).fetch_one::<u32>(),
+    )
+    .await;
     matches!(result, Ok(Ok(version)) if version >= latest)
 }
 

@@ -13,9 +13,9 @@ use crate::assembler::{Sealed, Storage};
 use crate::link::StepLinks;
 use crate::preset::StepKind;
 use crate::quarantine::RejectedSpan;
-use crate::span::{Link, span_kind_name, status_code_name};
 use crate::seal::encoding::Header;
-use crate::validate::{Credential, StepCheck, Status};
+use crate::span::{Link, span_kind_name, status_code_name};
+use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
 type Pairs = Vec<(String, String)>;
@@ -235,7 +235,10 @@ impl RejectedRow {
             duration: span.duration_nanos,
             status_code: span.status_code,
             status_message: span.status_message,
-            reason: span.reason.map(|reason| reason.code().to_owned()).unwrap_or_default(),
+            reason: span
+                .reason
+                .map(|reason| reason.code().to_owned())
+                .unwrap_or_default(),
             detail: span.detail,
             sender: span.sender,
             received_at: span.received_at_unix_nano,
@@ -247,7 +250,9 @@ impl RejectedRow {
 
     /// The span as received, decoded from `RawSpan`.
     pub fn raw_bytes(&self) -> Option<Vec<u8>> {
-        base64::engine::general_purpose::STANDARD.decode(&self.raw_span).ok()
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.raw_span)
+            .ok()
     }
 }
 
@@ -266,7 +271,10 @@ pub fn workflow_rows(mut sealed: Sealed, written_at: i64) -> WorkflowRows {
     let mut rows = WorkflowRows::default();
     match &sealed.storage {
         Storage::Spans => {
-            debug_assert!(sealed.chain.is_some(), "span rows are built and chained by the sealer");
+            debug_assert!(
+                sealed.chain.is_some(),
+                "span rows are built and chained by the sealer"
+            );
             rows.spans = std::mem::take(&mut sealed.span_rows);
         }
         Storage::Quarantine(reason, detail) => {
@@ -312,18 +320,30 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
             let credential = Credential::of(span)
                 .filter(|_| step.kind != StepKind::Root)
                 .unwrap_or_else(|| summary.credential.clone());
-            unchecked = StepCheck { credential, ..StepCheck::default() };
+            unchecked = StepCheck {
+                credential,
+                ..StepCheck::default()
+            };
             &unchecked
         }
     };
     let credential = check.credential.clone();
     let redacted_kinds = crate::redact::redacted_kinds(span);
     let mut all_links: Vec<&Link> = span.links.iter().collect();
-    let caused_by: Vec<Link> = links.causes.iter().map(|cause| cause_link(workflow, cause)).collect();
+    let caused_by: Vec<Link> = links
+        .causes
+        .iter()
+        .map(|cause| cause_link(workflow, cause))
+        .collect();
     all_links.extend(caused_by.iter());
     let agent_name = step
         .agent_span
-        .and_then(|agent| workflow.steps.iter().find(|other| other.span.span_id == agent))
+        .and_then(|agent| {
+            workflow
+                .steps
+                .iter()
+                .find(|other| other.span.span_id == agent)
+        })
         .and_then(|agent| agent.facts.agent_name.clone())
         .or_else(|| step.facts.agent_name.clone())
         .unwrap_or_else(|| summary.agent_name.clone());
@@ -331,7 +351,10 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
         timestamp: span.start_unix_nano as i64,
         trace_id: span.trace_id.to_hex(),
         span_id: span.span_id.to_hex(),
-        parent_span_id: span.parent_span_id.map(|id| id.to_hex()).unwrap_or_default(),
+        parent_span_id: span
+            .parent_span_id
+            .map(|id| id.to_hex())
+            .unwrap_or_default(),
         trace_state: span.trace_state.clone(),
         span_name: span.name.clone(),
         span_kind: span_kind_name(span.kind).to_owned(),
@@ -343,19 +366,41 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
         duration: span.duration_nanos(),
         status_code: status_code_name(span.status_code).to_owned(),
         status_message: span.status_message.clone(),
-        events_timestamp: span.events.iter().map(|event| event.time_unix_nano as i64).collect(),
+        events_timestamp: span
+            .events
+            .iter()
+            .map(|event| event.time_unix_nano as i64)
+            .collect(),
         events_name: span.events.iter().map(|event| event.name.clone()).collect(),
-        events_attributes: span.events.iter().map(|event| event.attributes.to_text_pairs()).collect(),
+        events_attributes: span
+            .events
+            .iter()
+            .map(|event| event.attributes.to_text_pairs())
+            .collect(),
         links_trace_id: all_links.iter().map(|link| link.trace_id.clone()).collect(),
         links_span_id: all_links.iter().map(|link| link.span_id.clone()).collect(),
-        links_trace_state: all_links.iter().map(|link| link.trace_state.clone()).collect(),
-        links_attributes: all_links.iter().map(|link| link.attributes.to_text_pairs()).collect(),
+        links_trace_state: all_links
+            .iter()
+            .map(|link| link.trace_state.clone())
+            .collect(),
+        links_attributes: all_links
+            .iter()
+            .map(|link| link.attributes.to_text_pairs())
+            .collect(),
         workflow_root_span_id: workflow.root_span_id.to_hex(),
         step_index: links.step_index,
         step_kind: step.kind.name().to_owned(),
         agent_name,
-        agent_id: step.facts.agent_id.clone().unwrap_or_else(|| summary.agent_id.clone()),
-        agent_version: step.facts.agent_version.clone().unwrap_or_else(|| summary.agent_version.clone()),
+        agent_id: step
+            .facts
+            .agent_id
+            .clone()
+            .unwrap_or_else(|| summary.agent_id.clone()),
+        agent_version: step
+            .facts
+            .agent_version
+            .clone()
+            .unwrap_or_else(|| summary.agent_version.clone()),
         model_name: step.facts.request_model.clone().unwrap_or_default(),
         model_version: step.facts.response_model.clone().unwrap_or_default(),
         provider: step.facts.provider.clone().unwrap_or_default(),
@@ -371,7 +416,11 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
         workflow_credential_id: summary.credential.id.clone(),
         tool_name: step.facts.tool_name.clone().unwrap_or_default(),
         tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
-        violations: check.violations.iter().map(|violation| violation.code().to_owned()).collect(),
+        violations: check
+            .violations
+            .iter()
+            .map(|violation| violation.code().to_owned())
+            .collect(),
         redacted_count: redacted_kinds.len() as u32,
         redacted_kinds,
         write_action: u8::from(check.write_action),
@@ -390,8 +439,14 @@ fn cause_link(workflow: &crate::workflow::Workflow, cause: &crate::link::Cause) 
         span_id: cause.span_id.to_hex(),
         trace_state: String::new(),
         attributes: crate::span::Attributes(vec![
-            ("agent_ledger.link.type".to_owned(), crate::span::Value::Str("caused_by".to_owned())),
-            ("agent_ledger.link.basis".to_owned(), crate::span::Value::Str(cause.basis.name().to_owned())),
+            (
+                "agent_ledger.link.type".to_owned(),
+                crate::span::Value::Str("caused_by".to_owned()),
+            ),
+            (
+                "agent_ledger.link.basis".to_owned(),
+                crate::span::Value::Str(cause.basis.name().to_owned()),
+            ),
         ]),
     }
 }
@@ -412,7 +467,9 @@ fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
         segment: workflow.segment,
         status: verdict.status.name().to_owned(),
         reasons: verdict.reasons.clone(),
-        timestamp: anchor.map(|span| span.start_unix_nano as i64).unwrap_or(written_at),
+        timestamp: anchor
+            .map(|span| span.start_unix_nano as i64)
+            .unwrap_or(written_at),
         duration: root.map(|span| span.duration_nanos()).unwrap_or(0),
         origin_type: summary.origin_type.clone(),
         origin_source: summary.origin_source.clone(),
@@ -437,8 +494,12 @@ fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
         row_count: chain.row_count,
         header_hash: String::new(),
         chain_head: chain.head,
-        sender: anchor.map(|span| span.sender.to_string()).unwrap_or_default(),
-        received_at: anchor.map(|span| span.received_at_unix_nano).unwrap_or(written_at),
+        sender: anchor
+            .map(|span| span.sender.to_string())
+            .unwrap_or_default(),
+        received_at: anchor
+            .map(|span| span.received_at_unix_nano)
+            .unwrap_or(written_at),
         written_at,
         ledger_instance_id: String::new(),
         ledger_seq: 0,

@@ -60,7 +60,10 @@ pub fn script(database: &str) -> String {
         script.push_str(";\n\n");
     }
     for migration in migrations(database) {
-        script.push_str(&format!("-- migration {}: {}\n", migration.version, migration.description));
+        script.push_str(&format!(
+            "-- migration {}: {}\n",
+            migration.version, migration.description
+        ));
         for statement in migration.statements {
             script.push_str(&statement);
             script.push_str(";\n\n");
@@ -70,7 +73,9 @@ pub fn script(database: &str) -> String {
 }
 
 fn settings() -> String {
-    format!("SETTINGS index_granularity = 8192, non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}")
+    format!(
+        "SETTINGS index_granularity = 8192, non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+    )
 }
 
 const OTEL_COLUMNS: &str = "    Timestamp DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),

@@ -4,7 +4,7 @@
 //! credential issuance records, ledger entries), so that a verdict never
 //! names spans that are not stored yet and a ledger entry never covers rows
 //! that are not stored yet. After each batch of the middle three tables and
-//! for each sealed workflow segment the [`Ledger`] makes an entry; its
+//! for each sealed workflow segment the [`Ledger`] makes an entry. Its
 //! signed checkpoints are written on the sink's timer and at shutdown. Each batch
 //! carries a deterministic `insert_deduplication_token` derived from the
 //! rows' identities, so a batch retried after an ambiguous failure (the
@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::rows::{CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use super::rows::{
+    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, SpanRow, WorkflowRow, workflow_rows,
+};
 use super::{StoreError, classify};
 use crate::assembler::Sealed;
 use crate::config::ClickhouseConfig;
@@ -178,7 +180,7 @@ impl Batches {
     }
 }
 
-/// What one write stored.
+/// The rows one write stored.
 struct Written<T> {
     stored: Vec<T>,
 }
@@ -201,7 +203,13 @@ impl Sink {
         ledger: Ledger,
     ) -> (Sink, SinkHandle, mpsc::Receiver<SinkInput>) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let sink = Sink { client, config, metrics, batches: Batches::default(), ledger };
+        let sink = Sink {
+            client,
+            config,
+            metrics,
+            batches: Batches::default(),
+            ledger,
+        };
         (sink, SinkHandle { sender }, receiver)
     }
 
@@ -237,7 +245,9 @@ impl Sink {
                 self.batches.credentials.extend(rows.credentials);
             }
             SinkInput::Rejected(spans) => {
-                self.batches.rejected.extend(spans.into_iter().map(RejectedRow::new));
+                self.batches
+                    .rejected
+                    .extend(spans.into_iter().map(RejectedRow::new));
             }
         }
         self.batches.oldest.get_or_insert(now);
@@ -265,33 +275,49 @@ impl Sink {
         let mut entries = Vec::new();
         let mut quarantined = Vec::new();
         if !batches.spans.is_empty() {
-            let written = self.write("agent_spans", batches.spans, &mut quarantined).await;
-            self.metrics.spans_stored.inc_by(written.stored.len() as u64);
+            let written = self
+                .write("agent_spans", batches.spans, &mut quarantined)
+                .await;
+            self.metrics
+                .spans_stored
+                .inc_by(written.stored.len() as u64);
         }
         let mut rejected_rows = batches.rejected;
         rejected_rows.extend(quarantined);
         if !rejected_rows.is_empty() {
             let counts = reason_counts(&rejected_rows);
-            self.write_covered("agent_rejected_spans", rejected_rows, now, &mut entries).await;
+            self.write_covered("agent_rejected_spans", rejected_rows, now, &mut entries)
+                .await;
             for (reason, count) in counts {
                 self.metrics.rejected(reason).inc_by(count);
             }
         }
         if !batches.workflows.is_empty() {
-            let statuses: Vec<String> = batches.workflows.iter().map(|row| row.status.clone()).collect();
-            self.write_covered("agent_workflows", batches.workflows, now, &mut entries).await;
+            let statuses: Vec<String> = batches
+                .workflows
+                .iter()
+                .map(|row| row.status.clone())
+                .collect();
+            self.write_covered("agent_workflows", batches.workflows, now, &mut entries)
+                .await;
             for status in statuses {
-                self.metrics.workflows.get_or_create(&StatusLabel { status }).inc();
+                self.metrics
+                    .workflows
+                    .get_or_create(&StatusLabel { status })
+                    .inc();
             }
         }
         if !batches.credentials.is_empty() {
-            self.write_covered("agent_credentials", batches.credentials, now, &mut entries).await;
+            self.write_covered("agent_credentials", batches.credentials, now, &mut entries)
+                .await;
         }
         for head in &batches.segments {
             entries.push(self.ledger.segment_entry(head, now));
         }
         if !entries.is_empty() {
-            let written = self.write("agent_ledger_entries", entries, &mut Vec::new()).await;
+            let written = self
+                .write("agent_ledger_entries", entries, &mut Vec::new())
+                .await;
             self.ledger.confirmed(&written.stored);
         }
         self.metrics.sink_queue_rows.set(0);
@@ -315,15 +341,20 @@ impl Sink {
     async fn checkpoint(&mut self, force: bool) {
         let now = Instant::now().into_std();
         if let Some(row) = self.ledger.take_checkpoint(now, force) {
-            self.write("agent_ledger_checkpoints", vec![row], &mut Vec::new()).await;
+            self.write("agent_ledger_checkpoints", vec![row], &mut Vec::new())
+                .await;
         }
     }
 
     /// Writes `rows` to `table`, retrying until ClickHouse confirms. Rows it
     /// rejects permanently are isolated; their quarantine rows are added to
     /// `quarantined`. Returns the rows stored.
-    async fn write<T: SinkRow>(&self, table: &'static str, rows: Vec<T>, quarantined: &mut Vec<RejectedRow>) -> Written<T>
-    {
+    async fn write<T: SinkRow>(
+        &self,
+        table: &'static str,
+        rows: Vec<T>,
+        quarantined: &mut Vec<RejectedRow>,
+    ) -> Written<T> {
         let mut pending = vec![rows];
         let mut stored = Vec::new();
         while let Some(batch) = pending.pop() {
@@ -331,7 +362,9 @@ impl Sink {
                 Ok(()) => {
                     self.metrics
                         .rows_written
-                        .get_or_create(&TableLabel { table: table.to_owned() })
+                        .get_or_create(&TableLabel {
+                            table: table.to_owned(),
+                        })
                         .inc_by(batch.len() as u64);
                     stored.extend(batch);
                 }
@@ -342,24 +375,25 @@ impl Sink {
                     pending.push(second);
                     pending.push(first);
                 }
-                Err(error) => {
-                    match batch[0].quarantine(&error) {
-                        Some(row) => {
-                            tracing::error!(table, code = error.code(), %error, trace_id = %row.trace_id, span_id = %row.span_id, "ClickHouse rejected a row; it is quarantined");
-                            quarantined.push(row);
-                        }
-                        None => {
-                            tracing::error!(table, code = error.code(), %error, "ClickHouse rejected a row and it cannot be quarantined; it is lost");
-                        }
+                Err(error) => match batch[0].quarantine(&error) {
+                    Some(row) => {
+                        tracing::error!(table, code = error.code(), %error, trace_id = %row.trace_id, span_id = %row.span_id, "ClickHouse rejected a row; it is quarantined");
+                        quarantined.push(row);
                     }
-                }
+                    None => {
+                        tracing::error!(table, code = error.code(), %error, "ClickHouse rejected a row and it cannot be quarantined; it is lost");
+                    }
+                },
             }
         }
         Written { stored }
     }
 
-    async fn write_with_retries<T: SinkRow>(&self, table: &'static str, rows: &[T]) -> Result<(), StoreError>
-    {
+    async fn write_with_retries<T: SinkRow>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+    ) -> Result<(), StoreError> {
         let token = deduplication_token(table, rows);
         let mut delay = self.config.retry_initial;
         let mut attempt: u32 = 0;
@@ -368,7 +402,9 @@ impl Sink {
             match self.insert_once(table, rows, &token).await {
                 Ok(()) => return Ok(()),
                 Err(error) => {
-                    let label = TableLabel { table: table.to_owned() };
+                    let label = TableLabel {
+                        table: table.to_owned(),
+                    };
                     self.metrics.insert_failures.get_or_create(&label).inc();
                     if !error.is_retryable() {
                         return Err(error);
@@ -382,8 +418,12 @@ impl Sink {
         }
     }
 
-    async fn insert_once<T: SinkRow>(&self, table: &str, rows: &[T], token: &str) -> Result<(), StoreError>
-    {
+    async fn insert_once<T: SinkRow>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: &str,
+    ) -> Result<(), StoreError> {
         let mut insert = self
             .client
             .insert::<T>(table)
@@ -404,7 +444,10 @@ fn reason_counts(rows: &[RejectedRow]) -> Vec<(Reason, u64)> {
     Reason::ALL
         .iter()
         .map(|reason| {
-            let count = rows.iter().filter(|row| row.reason == reason.code()).count() as u64;
+            let count = rows
+                .iter()
+                .filter(|row| row.reason == reason.code())
+                .count() as u64;
             (*reason, count)
         })
         .filter(|(_, count)| *count > 0)

@@ -20,7 +20,10 @@ pub const ALIASES: [(&str, &str); 8] = [
 pub fn apply(tree: &mut Value, vars: &[(String, String)]) -> Result<(), ConfigError> {
     for (path, default) in setting_paths() {
         let name = env_name(&path);
-        let mut aliases = ALIASES.iter().filter(|(_, target)| *target == path).map(|(alias, _)| *alias);
+        let mut aliases = ALIASES
+            .iter()
+            .filter(|(_, target)| *target == path)
+            .map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
@@ -56,7 +59,11 @@ fn collect_paths(value: &Value, prefix: String, paths: &mut Vec<(String, Value)>
         Value::Mapping(map) if !prefix.ends_with("custom") => {
             for (key, child) in map {
                 let Some(key) = key.as_str() else { continue };
-                let path = if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 collect_paths(child, path, paths);
             }
         }
@@ -111,6 +118,8 @@ fn set(tree: &mut Value, path: &str, value: Value) {
             map.insert(key, value);
             return;
         }
-        node = map.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
     }
 }

@@ -24,13 +24,26 @@ pub use env::ALIASES;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("invalid value {value:?} in environment variable {name}: {message}")]
-    Env { name: String, value: String, message: String },
+    Env {
+        name: String,
+        value: String,
+        message: String,
+    },
     #[error("invalid setting {setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// The whole configuration.
@@ -77,7 +90,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { addr: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        AdminConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -136,7 +151,10 @@ impl ClickhouseConfig {
         match &self.password_file {
             Some(path) => std::fs::read_to_string(path)
                 .map(|text| text.lines().next().unwrap_or_default().to_owned())
-                .map_err(|source| ConfigError::Read { path: path.clone(), source }),
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
             None => Ok(self.password.clone()),
         }
     }
@@ -188,7 +206,10 @@ pub struct PresetsConfig {
 impl Default for PresetsConfig {
     fn default() -> Self {
         PresetsConfig {
-            enabled: crate::preset::builtin_presets().into_iter().map(|preset| preset.name).collect(),
+            enabled: crate::preset::builtin_presets()
+                .into_iter()
+                .map(|preset| preset.name)
+                .collect(),
             custom: Vec::new(),
         }
     }
@@ -250,7 +271,11 @@ pub struct RedactConfig {
 
 impl Default for RedactConfig {
     fn default() -> Self {
-        RedactConfig { enabled: true, patterns: Vec::new(), skip_keys: Vec::new() }
+        RedactConfig {
+            enabled: true,
+            patterns: Vec::new(),
+            skip_keys: Vec::new(),
+        }
     }
 }
 
@@ -267,7 +292,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".to_owned() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
     }
 }
 
@@ -287,39 +315,75 @@ impl Config {
     }
 
     /// [`Config::load`] with an explicit environment, for tests.
-    pub fn load_with(path: Option<&Path>, vars: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn load_with(
+        path: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let mut tree = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-                if tree.is_null() { serde_yaml_ng::Value::Mapping(Default::default()) } else { tree }
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let tree: serde_yaml_ng::Value =
+                    serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                if tree.is_null() {
+                    serde_yaml_ng::Value::Mapping(Default::default())
+                } else {
+                    tree
+                }
             }
             None => serde_yaml_ng::Value::Mapping(Default::default()),
         };
         env::apply(&mut tree, vars)?;
-        let origin = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("(environment)"));
+        let origin = path
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("(environment)"));
         let config: Config =
-            serde_yaml_ng::from_value(tree).map_err(|source| ConfigError::Parse { path: origin, source })?;
+            serde_yaml_ng::from_value(tree).map_err(|source| ConfigError::Parse {
+                path: origin,
+                source,
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: &str| Err(ConfigError::Invalid { setting, message: message.to_owned() });
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
         if self.assembler.settle.is_zero() {
-            return invalid("assembler.settle", "must be greater than zero, for example 10s");
+            return invalid(
+                "assembler.settle",
+                "must be greater than zero, for example 10s",
+            );
         }
         if self.assembler.root_wait < self.assembler.settle {
-            return invalid("assembler.root_wait", "must not be shorter than assembler.settle");
+            return invalid(
+                "assembler.root_wait",
+                "must not be shorter than assembler.settle",
+            );
         }
-        if !(self.clickhouse.url.starts_with("http://") || self.clickhouse.url.starts_with("https://")) {
-            return invalid("clickhouse.url", "must start with http:// or https://, for example http://127.0.0.1:8123");
+        if !(self.clickhouse.url.starts_with("http://")
+            || self.clickhouse.url.starts_with("https://"))
+        {
+            return invalid(
+                "clickhouse.url",
+                "must start with http:// or https://, for example http://127.0.0.1:8123",
+            );
         }
         if !is_identifier(&self.clickhouse.database) {
-            return invalid("clickhouse.database", "must be a plain identifier: letters, digits and underscores");
+            return invalid(
+                "clickhouse.database",
+                "must be a plain identifier: letters, digits and underscores",
+            );
         }
         if self.clickhouse.batch_rows == 0 {
             return invalid("clickhouse.batch_rows", "must be at least 1");
@@ -328,25 +392,45 @@ impl Config {
             return invalid("otlp.max_request_size", "must be at least 1KiB");
         }
         self.validate_seal()?;
-        crate::redact::Redactor::new(&self.redact)
-            .map_err(|message| ConfigError::Invalid { setting: "redact.patterns", message })?;
+        crate::redact::Redactor::new(&self.redact).map_err(|message| ConfigError::Invalid {
+            setting: "redact.patterns",
+            message,
+        })?;
         self.presets().map(|_| ())
     }
 
     fn validate_seal(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: &str| Err(ConfigError::Invalid { setting, message: message.to_owned() });
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
         let id = &self.seal.instance_id;
-        if id.trim().is_empty() || id.len() > MAX_INSTANCE_ID_LEN || id.chars().any(char::is_control) {
+        if id.trim().is_empty()
+            || id.len() > MAX_INSTANCE_ID_LEN
+            || id.chars().any(char::is_control)
+        {
             return invalid(
                 "seal.instance_id",
                 "must be 1 to 128 characters without control characters, for example the host name",
             );
         }
         if self.seal.checkpoint_interval.is_zero() {
-            return invalid("seal.checkpoint_interval", "must be greater than zero, for example 1m");
+            return invalid(
+                "seal.checkpoint_interval",
+                "must be greater than zero, for example 1m",
+            );
         }
-        if self.seal.retention.is_some_and(|retention| retention.is_zero()) {
-            return invalid("seal.retention", "must be greater than zero, for example 90d, or left unset");
+        if self
+            .seal
+            .retention
+            .is_some_and(|retention| retention.is_zero())
+        {
+            return invalid(
+                "seal.retention",
+                "must be greater than zero, for example 90d, or left unset",
+            );
         }
         Ok(())
     }

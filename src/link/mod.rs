@@ -80,8 +80,14 @@ fn call_ids(steps: &[&Step]) -> CallIds {
     let mut results = HashMap::new();
     for step in steps.iter().filter(|step| step.kind == StepKind::Inference) {
         let span_id = step.span.span_id;
-        requested.insert(span_id, messages::requested_call_ids(&step.span, step.facts.output_messages.as_deref()));
-        results.insert(span_id, messages::result_call_ids(&step.span, step.facts.input_messages.as_deref()));
+        requested.insert(
+            span_id,
+            messages::requested_call_ids(&step.span, step.facts.output_messages.as_deref()),
+        );
+        results.insert(
+            span_id,
+            messages::result_call_ids(&step.span, step.facts.input_messages.as_deref()),
+        );
     }
     CallIds { requested, results }
 }
@@ -111,7 +117,10 @@ fn explicit_causes(step: &Step, present: &HashSet<SpanId>) -> Vec<Cause> {
         .iter()
         .filter_map(|text| SpanId::from_hex(text))
         .filter(|span_id| present.contains(span_id) && *span_id != step.span.span_id)
-        .map(|span_id| Cause { span_id, basis: Basis::Explicit })
+        .map(|span_id| Cause {
+            span_id,
+            basis: Basis::Explicit,
+        })
         .collect()
 }
 
@@ -119,7 +128,12 @@ fn parent_cause(step: &Step, present: &HashSet<SpanId>) -> Vec<Cause> {
     step.span
         .parent_span_id
         .filter(|parent| present.contains(parent))
-        .map(|span_id| vec![Cause { span_id, basis: Basis::Parent }])
+        .map(|span_id| {
+            vec![Cause {
+                span_id,
+                basis: Basis::Parent,
+            }]
+        })
         .unwrap_or_default()
 }
 
@@ -132,17 +146,29 @@ fn tool_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
             .iter()
             .filter(|other| other.kind == StepKind::Inference)
             .filter(|other| other.span.start_unix_nano <= step.span.start_unix_nano)
-            .filter(|other| ids.requested[&other.span.span_id].iter().any(|id| id == call_id))
+            .filter(|other| {
+                ids.requested[&other.span.span_id]
+                    .iter()
+                    .any(|id| id == call_id)
+            })
             .max_by_key(|other| other.span.end_unix_nano);
         if let Some(requester) = requester {
-            return vec![Cause { span_id: requester.span.span_id, basis: Basis::ToolCallId }];
+            return vec![Cause {
+                span_id: requester.span.span_id,
+                basis: Basis::ToolCallId,
+            }];
         }
     }
     all.iter()
         .filter(|other| same_scope(step, other) && other.kind == StepKind::Inference)
         .filter(|other| other.span.end_unix_nano <= step.span.start_unix_nano)
         .max_by_key(|other| (other.span.end_unix_nano, other.span.start_unix_nano))
-        .map(|model| vec![Cause { span_id: model.span.span_id, basis: Basis::Sequence }])
+        .map(|model| {
+            vec![Cause {
+                span_id: model.span.span_id,
+                basis: Basis::Sequence,
+            }]
+        })
         .unwrap_or_default()
 }
 
@@ -152,7 +178,9 @@ fn tool_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
 fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
     let earlier_models: Vec<&&Step> = all
         .iter()
-        .filter(|other| other.kind == StepKind::Inference && other.span.span_id != step.span.span_id)
+        .filter(|other| {
+            other.kind == StepKind::Inference && other.span.span_id != step.span.span_id
+        })
         .filter(|other| other.span.start_unix_nano < step.span.start_unix_nano)
         .collect();
     let seen_before: HashSet<&String> = earlier_models
@@ -167,8 +195,17 @@ fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
     let by_id: Vec<Cause> = all
         .iter()
         .filter(|other| other.kind == StepKind::Tool)
-        .filter(|other| other.facts.tool_call_id.as_ref().is_some_and(|id| fresh.contains(&id)))
-        .map(|tool| Cause { span_id: tool.span.span_id, basis: Basis::ToolCallId })
+        .filter(|other| {
+            other
+                .facts
+                .tool_call_id
+                .as_ref()
+                .is_some_and(|id| fresh.contains(&id))
+        })
+        .map(|tool| Cause {
+            span_id: tool.span.span_id,
+            basis: Basis::ToolCallId,
+        })
         .collect();
     if !by_id.is_empty() {
         return by_id;
@@ -183,7 +220,10 @@ fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
         .filter(|other| same_scope(step, other) && other.kind == StepKind::Tool)
         .filter(|other| other.span.end_unix_nano >= previous_end && previous_end > 0)
         .filter(|other| other.span.end_unix_nano <= step.span.start_unix_nano)
-        .map(|tool| Cause { span_id: tool.span.span_id, basis: Basis::Sequence })
+        .map(|tool| Cause {
+            span_id: tool.span.span_id,
+            basis: Basis::Sequence,
+        })
         .collect()
 }
 

@@ -8,7 +8,6 @@
 //! whole request. The receiver checks UTF-8 per span instead and rejects only
 //! the span that carries the invalid value.
 
-
 use prost::Message;
 
 /// `ExportTraceServiceRequest`.

@@ -8,15 +8,30 @@ fn names(list: &[&str]) -> Vec<String> {
 }
 
 fn attribute_rule(kind: StepKind, attribute: &str, equals: &[&str]) -> KindRule {
-    KindRule { kind, attribute: Some(attribute.to_owned()), equals: names(equals), span_name_prefix: Vec::new() }
+    KindRule {
+        kind,
+        attribute: Some(attribute.to_owned()),
+        equals: names(equals),
+        span_name_prefix: Vec::new(),
+    }
 }
 
 fn present_rule(kind: StepKind, attribute: &str) -> KindRule {
-    KindRule { kind, attribute: Some(attribute.to_owned()), equals: Vec::new(), span_name_prefix: Vec::new() }
+    KindRule {
+        kind,
+        attribute: Some(attribute.to_owned()),
+        equals: Vec::new(),
+        span_name_prefix: Vec::new(),
+    }
 }
 
 fn name_rule(kind: StepKind, prefixes: &[&str]) -> KindRule {
-    KindRule { kind, attribute: None, equals: Vec::new(), span_name_prefix: names(prefixes) }
+    KindRule {
+        kind,
+        attribute: None,
+        equals: Vec::new(),
+        span_name_prefix: names(prefixes),
+    }
 }
 
 /// OpenTelemetry GenAI semantic conventions.
@@ -34,7 +49,11 @@ pub fn genai() -> Preset {
         input_messages: names(&["gen_ai.input.messages"]),
         output_messages: names(&["gen_ai.output.messages"]),
         kinds: vec![
-            attribute_rule(StepKind::Agent, "gen_ai.operation.name", &["invoke_agent", "create_agent", "invoke_workflow"]),
+            attribute_rule(
+                StepKind::Agent,
+                "gen_ai.operation.name",
+                &["invoke_agent", "create_agent", "invoke_workflow"],
+            ),
             attribute_rule(
                 StepKind::Inference,
                 "gen_ai.operation.name",
@@ -42,7 +61,10 @@ pub fn genai() -> Preset {
             ),
             attribute_rule(StepKind::Tool, "gen_ai.operation.name", &["execute_tool"]),
             name_rule(StepKind::Agent, &["invoke_agent", "create_agent"]),
-            name_rule(StepKind::Inference, &["chat", "text_completion", "generate_content"]),
+            name_rule(
+                StepKind::Inference,
+                &["chat", "text_completion", "generate_content"],
+            ),
             name_rule(StepKind::Tool, &["execute_tool"]),
             present_rule(StepKind::Tool, "gen_ai.tool.name"),
             present_rule(StepKind::Inference, "gen_ai.request.model"),
@@ -67,7 +89,18 @@ pub fn openinference() -> Preset {
             attribute_rule(StepKind::Agent, "openinference.span.kind", &["AGENT"]),
             attribute_rule(StepKind::Inference, "openinference.span.kind", &["LLM"]),
             attribute_rule(StepKind::Tool, "openinference.span.kind", &["TOOL"]),
-            attribute_rule(StepKind::Other, "openinference.span.kind", &["CHAIN", "RETRIEVER", "EMBEDDING", "RERANKER", "GUARDRAIL", "EVALUATOR"]),
+            attribute_rule(
+                StepKind::Other,
+                "openinference.span.kind",
+                &[
+                    "CHAIN",
+                    "RETRIEVER",
+                    "EMBEDDING",
+                    "RERANKER",
+                    "GUARDRAIL",
+                    "EVALUATOR",
+                ],
+            ),
         ],
         ..Preset::default()
     }
@@ -86,8 +119,16 @@ pub fn openllmetry() -> Preset {
         kinds: vec![
             attribute_rule(StepKind::Agent, "traceloop.span.kind", &["agent"]),
             attribute_rule(StepKind::Tool, "traceloop.span.kind", &["tool"]),
-            attribute_rule(StepKind::Other, "traceloop.span.kind", &["workflow", "task"]),
-            attribute_rule(StepKind::Inference, "llm.request.type", &["chat", "completion"]),
+            attribute_rule(
+                StepKind::Other,
+                "traceloop.span.kind",
+                &["workflow", "task"],
+            ),
+            attribute_rule(
+                StepKind::Inference,
+                "llm.request.type",
+                &["chat", "completion"],
+            ),
         ],
         ..Preset::default()
     }
@@ -103,9 +144,20 @@ pub fn crewai() -> Preset {
         response_model: names(&["crewai.llm.model", "llm"]),
         tool_name: names(&["crewai.tool.name", "tool_name"]),
         kinds: vec![
-            name_rule(StepKind::Agent, &["execute agent", "Agent Execution", "execute crew", "Crew Execution"]),
+            name_rule(
+                StepKind::Agent,
+                &[
+                    "execute agent",
+                    "Agent Execution",
+                    "execute crew",
+                    "Crew Execution",
+                ],
+            ),
             name_rule(StepKind::Inference, &["call llm", "LLM Call"]),
-            name_rule(StepKind::Tool, &["call tool", "Tool Usage", "Tool Execution"]),
+            name_rule(
+                StepKind::Tool,
+                &["call tool", "Tool Usage", "Tool Execution"],
+            ),
         ],
         ..Preset::default()
     }

@@ -120,7 +120,10 @@ impl Resolver {
 
     /// Names of the active presets, in order.
     pub fn names(&self) -> Vec<&str> {
-        self.presets.iter().map(|preset| preset.name.as_str()).collect()
+        self.presets
+            .iter()
+            .map(|preset| preset.name.as_str())
+            .collect()
     }
 
     /// Resolves the facts of one span.
@@ -175,7 +178,10 @@ fn rule_matches(rule: &KindRule, span: &Span) -> bool {
             return false;
         };
         return rule.equals.is_empty()
-            || rule.equals.iter().any(|expected| expected.eq_ignore_ascii_case(value.trim()));
+            || rule
+                .equals
+                .iter()
+                .any(|expected| expected.eq_ignore_ascii_case(value.trim()));
     }
     rule.span_name_prefix
         .iter()

@@ -25,7 +25,10 @@ pub struct RequestContext {
 }
 
 /// Checks every span of `request`; a failing span never affects the others.
-pub fn convert_request(request: otlp::ExportTraceServiceRequest, context: &RequestContext) -> Converted {
+pub fn convert_request(
+    request: otlp::ExportTraceServiceRequest,
+    context: &RequestContext,
+) -> Converted {
     let mut converted = Converted::default();
     for resource_spans in request.resource_spans {
         convert_resource_spans(resource_spans, context, &mut converted);
@@ -53,9 +56,15 @@ fn convert_resource_spans(
             };
             match outcome {
                 Ok(span) => converted.spans.push(span),
-                Err((reason, detail)) => converted
-                    .rejected
-                    .push(rejected_from_raw(&span, &raw_resource, &raw_scope, reason, detail, context, raw)),
+                Err((reason, detail)) => converted.rejected.push(rejected_from_raw(
+                    &span,
+                    &raw_resource,
+                    &raw_scope,
+                    reason,
+                    detail,
+                    context,
+                    raw,
+                )),
             }
         }
     }
@@ -63,7 +72,11 @@ fn convert_resource_spans(
 
 /// The span as received, alone in a `ResourceSpans` with its resource and
 /// scope, so a quarantined span can be read back whole.
-fn raw_copy(resource: &otlp::Resource, scope: &otlp::InstrumentationScope, span: &otlp::Span) -> Arc<Vec<u8>> {
+fn raw_copy(
+    resource: &otlp::Resource,
+    scope: &otlp::InstrumentationScope,
+    span: &otlp::Span,
+) -> Arc<Vec<u8>> {
     let message = otlp::ResourceSpans {
         resource: Some(resource.clone()),
         scope_spans: vec![otlp::ScopeSpans {
@@ -77,11 +90,13 @@ fn raw_copy(resource: &otlp::Resource, scope: &otlp::InstrumentationScope, span:
 }
 
 fn convert_resource(resource: &otlp::Resource) -> Result<Arc<Resource>, String> {
-    let attributes = convert_attributes(&resource.attributes).map_err(|key| {
-        format!("resource attribute {key} is not valid UTF-8")
-    })?;
+    let attributes = convert_attributes(&resource.attributes)
+        .map_err(|key| format!("resource attribute {key} is not valid UTF-8"))?;
     let service_name = attributes.get_text("service.name").unwrap_or_default();
-    Ok(Arc::new(Resource { attributes, service_name }))
+    Ok(Arc::new(Resource {
+        attributes,
+        service_name,
+    }))
 }
 
 fn convert_scope(scope: &otlp::InstrumentationScope) -> Result<Arc<Scope>, String> {
@@ -106,8 +121,12 @@ fn convert_span(
     let text = |bytes: &[u8], what: &str| {
         utf8(bytes).ok_or_else(|| (Reason::InvalidUtf8, format!("{what} is not valid UTF-8")))
     };
-    let attributes = convert_attributes(&span.attributes)
-        .map_err(|key| (Reason::InvalidUtf8, format!("attribute {key} is not valid UTF-8")))?;
+    let attributes = convert_attributes(&span.attributes).map_err(|key| {
+        (
+            Reason::InvalidUtf8,
+            format!("attribute {key} is not valid UTF-8"),
+        )
+    })?;
     let status = span.status.clone().unwrap_or_default();
     let content_hash = Sha256::digest(raw.as_slice()).into();
     Ok(Span {
@@ -135,7 +154,10 @@ fn convert_span(
 
 fn check_trace_id(bytes: &[u8]) -> Result<TraceId, Failure> {
     let id: [u8; 16] = bytes.try_into().map_err(|_| {
-        (Reason::InvalidTraceId, format!("trace id has {} bytes, expected 16", bytes.len()))
+        (
+            Reason::InvalidTraceId,
+            format!("trace id has {} bytes, expected 16", bytes.len()),
+        )
     })?;
     if id == [0; 16] {
         return Err((Reason::InvalidTraceId, "trace id is all zero".to_owned()));
@@ -145,7 +167,10 @@ fn check_trace_id(bytes: &[u8]) -> Result<TraceId, Failure> {
 
 fn check_span_id(bytes: &[u8], what: &str) -> Result<SpanId, Failure> {
     let id: [u8; 8] = bytes.try_into().map_err(|_| {
-        (Reason::InvalidSpanId, format!("{what} has {} bytes, expected 8", bytes.len()))
+        (
+            Reason::InvalidSpanId,
+            format!("{what} has {} bytes, expected 8", bytes.len()),
+        )
     })?;
     if id == [0; 8] {
         return Err((Reason::InvalidSpanId, format!("{what} is all zero")));
@@ -178,12 +203,23 @@ fn convert_events(events: &[otlp::Event]) -> Result<Vec<Event>, Failure> {
     events
         .iter()
         .map(|event| {
-            let name = utf8(&event.name)
-                .ok_or_else(|| (Reason::InvalidUtf8, "event name is not valid UTF-8".to_owned()))?;
-            let attributes = convert_attributes(&event.attributes).map_err(|key| {
-                (Reason::InvalidUtf8, format!("event {name} attribute {key} is not valid UTF-8"))
+            let name = utf8(&event.name).ok_or_else(|| {
+                (
+                    Reason::InvalidUtf8,
+                    "event name is not valid UTF-8".to_owned(),
+                )
             })?;
-            Ok(Event { time_unix_nano: event.time_unix_nano, name, attributes })
+            let attributes = convert_attributes(&event.attributes).map_err(|key| {
+                (
+                    Reason::InvalidUtf8,
+                    format!("event {name} attribute {key} is not valid UTF-8"),
+                )
+            })?;
+            Ok(Event {
+                time_unix_nano: event.time_unix_nano,
+                name,
+                attributes,
+            })
         })
         .collect()
 }
@@ -193,10 +229,17 @@ fn convert_links(links: &[otlp::Link]) -> Result<Vec<Link>, Failure> {
         .iter()
         .map(|link| {
             let attributes = convert_attributes(&link.attributes).map_err(|key| {
-                (Reason::InvalidUtf8, format!("link attribute {key} is not valid UTF-8"))
+                (
+                    Reason::InvalidUtf8,
+                    format!("link attribute {key} is not valid UTF-8"),
+                )
             })?;
-            let trace_state = utf8(&link.trace_state)
-                .ok_or_else(|| (Reason::InvalidUtf8, "link trace state is not valid UTF-8".to_owned()))?;
+            let trace_state = utf8(&link.trace_state).ok_or_else(|| {
+                (
+                    Reason::InvalidUtf8,
+                    "link trace state is not valid UTF-8".to_owned(),
+                )
+            })?;
             Ok(Link {
                 trace_id: hex::encode(&link.trace_id),
                 span_id: hex::encode(&link.span_id),
@@ -306,7 +349,9 @@ fn rejected_from_raw(
         scope_name: lossy(&scope.name),
         scope_version: lossy(&scope.version),
         span_attributes: lossy_pairs(&span.attributes),
-        duration_nanos: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
+        duration_nanos: span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano),
         status_code: crate::span::status_code_name(status.code).to_owned(),
         status_message: lossy(&status.message),
         reason: Some(reason),
@@ -321,6 +366,8 @@ fn rejected_from_raw(
 /// a quarantined span whose workflow root arrived later.
 pub fn span_from_raw(raw: &[u8], context: &RequestContext) -> Option<Span> {
     let resource_spans = otlp::ResourceSpans::decode(raw).ok()?;
-    let request = otlp::ExportTraceServiceRequest { resource_spans: vec![resource_spans] };
+    let request = otlp::ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans],
+    };
     convert_request(request, context).spans.into_iter().next()
 }

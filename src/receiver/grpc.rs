@@ -36,7 +36,10 @@ impl TraceService {
     /// A service over `receiver` accepting requests up to `max_request_size`
     /// bytes, compressed or not.
     pub fn new(receiver: Arc<Receiver>, max_request_size: usize) -> Self {
-        TraceService { receiver, max_request_size }
+        TraceService {
+            receiver,
+            max_request_size,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ struct Export(Arc<Receiver>);
 
 impl UnaryService<ExportTraceServiceRequest> for Export {
     type Response = ExportTraceServiceResponse;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>,
+    >;
 
     fn call(&mut self, request: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
         let receiver = self.0.clone();
@@ -70,7 +75,8 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -85,9 +91,12 @@ where
             }
             let mut encodings = EnabledCompressionEncodings::default();
             encodings.enable(CompressionEncoding::Gzip);
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<ExportTraceServiceResponse, ExportTraceServiceRequest>::default())
-                .apply_compression_config(encodings, encodings)
-                .apply_max_message_size_config(Some(limit), None);
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<
+                ExportTraceServiceResponse,
+                ExportTraceServiceRequest,
+            >::default())
+            .apply_compression_config(encodings, encodings)
+            .apply_max_message_size_config(Some(limit), None);
             let response = grpc.unary(Export(receiver), request).await;
             Ok(size_limit_status(response))
         })
@@ -98,8 +107,14 @@ where
 /// `RESOURCE_EXHAUSTED`; this service itself never answers `OUT_OF_RANGE`.
 fn size_limit_status(mut response: http::Response<Body>) -> http::Response<Body> {
     let headers = response.headers_mut();
-    if headers.get("grpc-status").is_some_and(|status| status == OUT_OF_RANGE) {
-        headers.insert("grpc-status", http::HeaderValue::from_static(RESOURCE_EXHAUSTED));
+    if headers
+        .get("grpc-status")
+        .is_some_and(|status| status == OUT_OF_RANGE)
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static(RESOURCE_EXHAUSTED),
+        );
         headers.insert(
             "grpc-message",
             http::HeaderValue::from_static("request%20exceeds%20the%20maximum%20request%20size"),
@@ -112,6 +127,9 @@ fn unimplemented() -> http::Response<Body> {
     let mut response = http::Response::new(Body::default());
     let headers = response.headers_mut();
     headers.insert("grpc-status", http::HeaderValue::from_static("12"));
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
     response
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use crate::assembler::task::{AssemblerHandle, Batch};
 use crate::metrics::{CodeLabel, Metrics};
-use crate::otlp::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use crate::otlp::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
 use crate::redact::Redactor;
@@ -68,8 +70,15 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver feeding `assembler`.
     pub fn new(assembler: AssemblerHandle, metrics: Arc<Metrics>, policy: Policy) -> Self {
-        let redactor = Redactor::new(&Default::default()).expect("the built-in redaction patterns compile");
-        Receiver { assembler, metrics, policy, redactor: Arc::new(redactor), stopping: AtomicBool::new(false) }
+        let redactor =
+            Redactor::new(&Default::default()).expect("the built-in redaction patterns compile");
+        Receiver {
+            assembler,
+            metrics,
+            policy,
+            redactor: Arc::new(redactor),
+            stopping: AtomicBool::new(false),
+        }
     }
 
     /// Uses `redactor` instead of the built-in patterns alone.
@@ -94,7 +103,12 @@ impl Receiver {
             Ok(_) => "ok",
             Err(ExportError::Unavailable) => "unavailable",
         };
-        self.metrics.requests.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
+        self.metrics
+            .requests
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
         result
     }
 
@@ -106,13 +120,18 @@ impl Receiver {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
         }
-        let context = RequestContext { received_at_unix_nano: crate::now_unix_nano(), sender };
+        let context = RequestContext {
+            received_at_unix_nano: crate::now_unix_nano(),
+            sender,
+        };
         let redactions = self.redactor.redact_request(&mut request);
         self.metrics.count_redactions(&redactions);
         let converted = convert_request(request, &context);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {
-            return Ok(ExportTraceServiceResponse { partial_success: None });
+            return Ok(ExportTraceServiceResponse {
+                partial_success: None,
+            });
         }
         self.metrics.spans_received.inc_by(received as u64);
         let mut report = Report::default();
@@ -122,8 +141,14 @@ impl Receiver {
         for span in &converted.spans {
             self.check_root(span, &mut report);
         }
-        let batch = Batch { spans: converted.spans, rejected: converted.rejected };
-        self.assembler.send(batch).await.map_err(|_| ExportError::Unavailable)?;
+        let batch = Batch {
+            spans: converted.spans,
+            rejected: converted.rejected,
+        };
+        self.assembler
+            .send(batch)
+            .await
+            .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
     }
 
@@ -155,8 +180,15 @@ struct Report {
 
 impl Report {
     fn add_rejected(&mut self, span: &RejectedSpan) {
-        let reason = span.reason.map(|reason| reason.code()).unwrap_or("rejected");
-        self.add(&span.trace_id, &span.span_id, &format!("{reason}: {}", span.detail));
+        let reason = span
+            .reason
+            .map(|reason| reason.code())
+            .unwrap_or("rejected");
+        self.add(
+            &span.trace_id,
+            &span.span_id,
+            &format!("{reason}: {}", span.detail),
+        );
     }
 
     fn add(&mut self, trace_id: &str, span_id: &str, text: &str) {
@@ -173,10 +205,13 @@ impl Report {
 
     fn into_response(mut self) -> ExportTraceServiceResponse {
         if self.rejected == 0 {
-            return ExportTraceServiceResponse { partial_success: None };
+            return ExportTraceServiceResponse {
+                partial_success: None,
+            };
         }
         if self.omitted > 0 {
-            self.message.push_str(&format!("; and {} more", self.omitted));
+            self.message
+                .push_str(&format!("; and {} more", self.omitted));
         }
         let message = format!("{} spans rejected: {}", self.rejected, self.message);
         ExportTraceServiceResponse {

@@ -63,7 +63,11 @@ pub struct Redactions {
 
 impl Redactions {
     fn add(&mut self, kind: &str) {
-        match self.by_kind.iter_mut().find(|(existing, _)| existing == kind) {
+        match self
+            .by_kind
+            .iter_mut()
+            .find(|(existing, _)| existing == kind)
+        {
             Some((_, count)) => *count += 1,
             None => self.by_kind.push((kind.to_owned(), 1)),
         }
@@ -94,15 +98,27 @@ impl Redactor {
         }
         for custom in &config.patterns {
             check_kind(&custom.name)?;
-            let regex = Regex::new(&custom.regex)
-                .map_err(|error| format!("invalid regular expression of pattern {:?}: {error}", custom.name))?;
+            let regex = Regex::new(&custom.regex).map_err(|error| {
+                format!(
+                    "invalid regular expression of pattern {:?}: {error}",
+                    custom.name
+                )
+            })?;
             patterns.push(pattern(custom.name.clone(), regex));
         }
         let set = RegexSet::new(patterns.iter().map(|pattern| pattern.regex.as_str()))
             .map_err(|error| format!("the patterns do not compile together: {error}"))?;
-        let mut skip_keys: HashSet<Vec<u8>> = SKIPPED_KEYS.iter().map(|key| key.as_bytes().to_vec()).collect();
+        let mut skip_keys: HashSet<Vec<u8>> = SKIPPED_KEYS
+            .iter()
+            .map(|key| key.as_bytes().to_vec())
+            .collect();
         skip_keys.extend(config.skip_keys.iter().map(|key| key.as_bytes().to_vec()));
-        Ok(Redactor { enabled: config.enabled, set, patterns, skip_keys })
+        Ok(Redactor {
+            enabled: config.enabled,
+            set,
+            patterns,
+            skip_keys,
+        })
     }
 
     /// Every kind name, built-in and configured, for metrics.
@@ -194,14 +210,18 @@ impl Redactor {
 }
 
 fn pattern(kind: String, regex: Regex) -> Pattern {
-    let group = regex.capture_names().position(|name| name == Some("secret"));
+    let group = regex
+        .capture_names()
+        .position(|name| name == Some("secret"));
     Pattern { kind, regex, group }
 }
 
 fn check_kind(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= MAX_KIND_LEN
-        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
     if valid {
         Ok(())
     } else {
@@ -264,7 +284,9 @@ fn collect_value(value: &Value, kinds: &mut Vec<String>) {
     match value {
         Value::Str(text) => collect_text(text, kinds),
         Value::Array(items) => items.iter().for_each(|item| collect_value(item, kinds)),
-        Value::Map(entries) => entries.iter().for_each(|(_, item)| collect_value(item, kinds)),
+        Value::Map(entries) => entries
+            .iter()
+            .for_each(|(_, item)| collect_value(item, kinds)),
         _ => {}
     }
 }
@@ -312,13 +334,21 @@ mod tests {
     #[test]
     fn custom_pattern_and_invalid_name() {
         let config = RedactConfig {
-            patterns: vec![CustomPattern { name: "acme_key".to_owned(), regex: r"acme-[0-9]{8}".to_owned() }],
+            patterns: vec![CustomPattern {
+                name: "acme_key".to_owned(),
+                regex: r"acme-[0-9]{8}".to_owned(),
+            }],
             ..RedactConfig::default()
         };
-        let (text, _) = Redactor::new(&config).unwrap().redact_text("key acme-12345678 end");
+        let (text, _) = Redactor::new(&config)
+            .unwrap()
+            .redact_text("key acme-12345678 end");
         assert_eq!(text, "key [REDACTED:acme_key] end");
         let bad = RedactConfig {
-            patterns: vec![CustomPattern { name: "Acme Key".to_owned(), regex: "x".to_owned() }],
+            patterns: vec![CustomPattern {
+                name: "Acme Key".to_owned(),
+                regex: "x".to_owned(),
+            }],
             ..RedactConfig::default()
         };
         assert!(Redactor::new(&bad).err().unwrap().contains("\"Acme Key\""));
@@ -327,7 +357,10 @@ mod tests {
     #[test]
     fn markers_read_back() {
         let mut kinds = Vec::new();
-        collect_text("a [REDACTED:jwt] b [REDACTED:] [REDACTED:api_key]", &mut kinds);
+        collect_text(
+            "a [REDACTED:jwt] b [REDACTED:] [REDACTED:api_key]",
+            &mut kinds,
+        );
         assert_eq!(kinds, vec!["jwt", "api_key"]);
     }
 }

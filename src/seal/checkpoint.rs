@@ -33,7 +33,12 @@ pub const MESSAGE_HEADER: &str = "agent-ledger checkpoint v1";
 pub fn message(row: &CheckpointRow) -> String {
     format!(
         "{MESSAGE_HEADER}\ninstance_id={}\nfirst_seq={}\nlast_seq={}\nlast_entry_hash={}\nsigned_at={}\nkey_id={}\n",
-        row.instance_id, row.first_seq, row.last_seq, row.last_entry_hash, row.signed_at, row.key_id
+        row.instance_id,
+        row.first_seq,
+        row.last_seq,
+        row.last_entry_hash,
+        row.signed_at,
+        row.key_id
     )
 }
 
@@ -132,13 +137,25 @@ impl CheckpointFile {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointFileError {
     #[error("cannot write checkpoint file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read checkpoint folder {path}: {source}")]
-    ReadDir { path: PathBuf, source: std::io::Error },
+    ReadDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read checkpoint file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid checkpoint file {path}: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// The file name of a checkpoint: instance id (with characters other than
@@ -148,7 +165,13 @@ pub fn file_name(row: &CheckpointRow) -> String {
     let instance: String = row
         .instance_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("checkpoint-{instance}-{:020}.json", row.last_seq)
 }
@@ -157,9 +180,13 @@ pub fn file_name(row: &CheckpointRow) -> String {
 /// file and a rename so that a reader never sees half a file.
 pub fn write_file(dir: &Path, row: &CheckpointRow) -> Result<PathBuf, CheckpointFileError> {
     let path = dir.join(file_name(row));
-    let error = |source| CheckpointFileError::Write { path: path.clone(), source };
+    let error = |source| CheckpointFileError::Write {
+        path: path.clone(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(error)?;
-    let text = serde_json::to_string_pretty(&CheckpointFile::new(row)).expect("a checkpoint serializes to JSON");
+    let text = serde_json::to_string_pretty(&CheckpointFile::new(row))
+        .expect("a checkpoint serializes to JSON");
     let temporary = dir.join(format!(".{}.tmp", file_name(row)));
     std::fs::write(&temporary, text + "\n").map_err(error)?;
     std::fs::rename(&temporary, &path).map_err(error)?;
@@ -168,12 +195,18 @@ pub fn write_file(dir: &Path, row: &CheckpointRow) -> Result<PathBuf, Checkpoint
 
 /// Reads every `checkpoint-*.json` file in `dir`, in name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, CheckpointFile)>, CheckpointFileError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| CheckpointFileError::ReadDir { path: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| CheckpointFileError::ReadDir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
-            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default();
             name.starts_with("checkpoint-") && name.ends_with(".json")
         })
         .collect();
@@ -181,9 +214,16 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, CheckpointFile)>, Checkpoint
     paths
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| CheckpointFileError::Read { path: path.clone(), source })?;
-            let file = serde_json::from_str(&text).map_err(|source| CheckpointFileError::Parse { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| CheckpointFileError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            let file =
+                serde_json::from_str(&text).map_err(|source| CheckpointFileError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
             Ok((path, file))
         })
         .collect()
@@ -191,7 +231,8 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, CheckpointFile)>, Checkpoint
 
 /// Unix nanoseconds as RFC 3339 UTC.
 pub fn rfc3339(unix_nano: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(unix_nano).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    chrono::DateTime::from_timestamp_nanos(unix_nano)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 #[cfg(test)]
@@ -226,7 +267,10 @@ mod tests {
         first.last_seq = 9;
         let second = row();
         assert!(file_name(&first) < file_name(&second));
-        assert_eq!(file_name(&second), "checkpoint-ledger-a-00000000000000000042.json");
+        assert_eq!(
+            file_name(&second),
+            "checkpoint-ledger-a-00000000000000000042.json"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub struct Encoder {
 impl Encoder {
     /// An encoder whose output starts with `tag`.
     pub fn new(tag: &str) -> Self {
-        let mut encoder = Encoder { bytes: Vec::with_capacity(1024) };
+        let mut encoder = Encoder {
+            bytes: Vec::with_capacity(1024),
+        };
         encoder.str(tag);
         encoder
     }
@@ -234,12 +236,24 @@ impl<'a> Header<'a> {
     /// Encodes the header, in field order.
     pub fn encode(&self) -> Vec<u8> {
         let mut encoder = Encoder::new(HEADER_TAG);
-        for text in [self.workflow_id, self.root_span_id, self.origin_type, self.origin_source, self.task_spec] {
+        for text in [
+            self.workflow_id,
+            self.root_span_id,
+            self.origin_type,
+            self.origin_source,
+            self.task_spec,
+        ] {
             encoder.str(text);
         }
         encoder.str(self.authorized_by);
         encoder.i64(self.origin_received_at);
-        for text in [self.agent_name, self.agent_id, self.agent_version, self.credential_id, self.credential_issuer] {
+        for text in [
+            self.agent_name,
+            self.agent_id,
+            self.agent_version,
+            self.credential_id,
+            self.credential_issuer,
+        ] {
             encoder.str(text);
         }
         encoder.strs(self.credential_scopes);
@@ -266,7 +280,12 @@ pub fn encode_workflow_row(row: &WorkflowRow) -> Vec<u8> {
     encoder.strs(&row.reasons);
     encoder.i64(row.timestamp);
     encoder.u64(row.duration);
-    for text in [&row.origin_type, &row.origin_source, &row.task_spec, &row.authorized_by] {
+    for text in [
+        &row.origin_type,
+        &row.origin_source,
+        &row.task_spec,
+        &row.authorized_by,
+    ] {
         encoder.str(text);
     }
     encoder.i64(row.origin_received_at);
@@ -300,7 +319,12 @@ pub fn encode_workflow_row(row: &WorkflowRow) -> Vec<u8> {
 pub fn encode_rejected_row(row: &RejectedRow) -> Vec<u8> {
     let mut encoder = Encoder::new(REJECTED_ROW_TAG);
     encoder.i64(row.timestamp);
-    for text in [&row.trace_id, &row.span_id, &row.parent_span_id, &row.trace_state] {
+    for text in [
+        &row.trace_id,
+        &row.span_id,
+        &row.parent_span_id,
+        &row.trace_state,
+    ] {
         encoder.str(text);
     }
     for text in [&row.span_name, &row.span_kind, &row.service_name] {
@@ -311,7 +335,13 @@ pub fn encode_rejected_row(row: &RejectedRow) -> Vec<u8> {
     encoder.str(&row.scope_version);
     encoder.pairs(&row.span_attributes);
     encoder.u64(row.duration);
-    for text in [&row.status_code, &row.status_message, &row.reason, &row.detail, &row.sender] {
+    for text in [
+        &row.status_code,
+        &row.status_message,
+        &row.reason,
+        &row.detail,
+        &row.sender,
+    ] {
         encoder.str(text);
     }
     encoder.i64(row.received_at);
@@ -324,7 +354,12 @@ pub fn encode_rejected_row(row: &RejectedRow) -> Vec<u8> {
 /// Encodes an `agent_credentials` row: every column, in table order.
 pub fn encode_credential_row(row: &CredentialRow) -> Vec<u8> {
     let mut encoder = Encoder::new(CREDENTIAL_ROW_TAG);
-    for text in [&row.credential_id, &row.workflow_id, &row.span_id, &row.issuer] {
+    for text in [
+        &row.credential_id,
+        &row.workflow_id,
+        &row.span_id,
+        &row.issuer,
+    ] {
         encoder.str(text);
     }
     encoder.strs(&row.scopes);

@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
@@ -22,7 +24,10 @@ const KEY_ID_DIGITS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "invalid private key file {path}: expected an Ed25519 private key in PKCS#8 PEM (BEGIN PRIVATE KEY), as `agent-ledger keygen` writes"
     )]
@@ -32,16 +37,21 @@ pub enum KeyError {
     )]
     InvalidPublic { path: PathBuf },
     #[error("cannot write key file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key file {path} already exists; choose another --out or remove the old file first")]
     Exists { path: PathBuf },
     #[error("the operating system's random number generator failed: {0}")]
     Random(String),
 }
 
-/// The key id of `key`.
+/// Computes the key id of `key`.
 pub fn key_id(key: &VerifyingKey) -> String {
-    let der = key.to_public_key_der().expect("an Ed25519 public key always encodes as DER");
+    let der = key
+        .to_public_key_der()
+        .expect("an Ed25519 public key always encodes as DER");
     let digest = hex::encode(Sha256::digest(der.as_bytes()));
     digest[..KEY_ID_DIGITS].to_owned()
 }
@@ -56,7 +66,9 @@ impl CheckpointSigner {
     /// Reads a PKCS#8 PEM private key.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let text = read(path)?;
-        let key = SigningKey::from_pkcs8_pem(&text).map_err(|_| KeyError::InvalidPrivate { path: path.to_owned() })?;
+        let key = SigningKey::from_pkcs8_pem(&text).map_err(|_| KeyError::InvalidPrivate {
+            path: path.to_owned(),
+        })?;
         Ok(CheckpointSigner::new(key))
     }
 
@@ -69,7 +81,7 @@ impl CheckpointSigner {
         &self.key_id
     }
 
-    /// The 64-byte Ed25519 signature of `message`.
+    /// Signs `message`; returns the 64-byte Ed25519 signature.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
@@ -90,12 +102,19 @@ impl PublicKey {
     /// Reads an SPKI PEM public key.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let text = read(path)?;
-        let key = VerifyingKey::from_public_key_pem(text.trim())
-            .map_err(|_| KeyError::InvalidPublic { path: path.to_owned() })?;
-        Ok(PublicKey { key_id: key_id(&key), key })
+        let key = VerifyingKey::from_public_key_pem(text.trim()).map_err(|_| {
+            KeyError::InvalidPublic {
+                path: path.to_owned(),
+            }
+        })?;
+        Ok(PublicKey {
+            key_id: key_id(&key),
+            key,
+        })
     }
 
-    /// Whether `signature` (64 bytes) is a valid signature of `message`.
+    /// Checks whether `signature` (64 bytes) is a valid signature of
+    /// `message`.
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         let Ok(signature) = Signature::from_slice(signature) else {
             return false;
@@ -105,7 +124,10 @@ impl PublicKey {
 }
 
 fn read(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Generates a key pair: the private key at `out` (mode 0600) and the
@@ -115,7 +137,9 @@ pub fn generate(out: &Path) -> Result<String, KeyError> {
     let public_path = public_path(out);
     for path in [out, public_path.as_path()] {
         if path.exists() {
-            return Err(KeyError::Exists { path: path.to_owned() });
+            return Err(KeyError::Exists {
+                path: path.to_owned(),
+            });
         }
     }
     let mut secret = [0u8; 32];
@@ -125,7 +149,10 @@ pub fn generate(out: &Path) -> Result<String, KeyError> {
     let key = SigningKey::from_bytes(&secret);
     secret.fill(0);
     // PKCS#8 version 1 (without the public key), the form OpenSSL writes.
-    let keypair = KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let keypair = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
     let private_pem = keypair
         .to_pkcs8_pem(LineEnding::LF)
         .expect("an Ed25519 key always encodes as PKCS#8");
@@ -138,7 +165,7 @@ pub fn generate(out: &Path) -> Result<String, KeyError> {
     Ok(key_id(&key.verifying_key()))
 }
 
-/// The public key file next to private key file `out`.
+/// Returns the public key file next to private key file `out`.
 pub fn public_path(out: &Path) -> PathBuf {
     let mut name = out.as_os_str().to_owned();
     name.push(".pub");
@@ -147,7 +174,10 @@ pub fn public_path(out: &Path) -> PathBuf {
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| KeyError::Write { path: path.to_owned(), source };
+    let error = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -201,7 +231,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("ledger.key");
         generate(&out).unwrap();
-        let error = CheckpointSigner::from_file(&public_path(&out)).err().unwrap();
+        let error = CheckpointSigner::from_file(&public_path(&out))
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("PKCS#8"), "{error}");
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Takes every sealed workflow segment and every written batch of
 //! `agent_workflows`, `agent_rejected_spans` and `agent_credentials`, and
-//! produces `agent_ledger_entries` rows: per instance, a sequence number
-//! without gaps, the kind (`segment` or the table name), the chain head or
-//! batch hash, the previous entry's hash and the entry's own hash. Deleting
+//! produces `agent_ledger_entries` rows. Each row has a sequence number
+//! without gaps per instance, the kind (`segment` or the table name), the
+//! chain head or batch hash, the previous entry's hash and its own hash. Deleting
 //! or changing a stored row or entry therefore breaks a hash that the
 //! verifier recomputes. At an interval and on shutdown it produces a signed
 //! checkpoint over the entries written since the previous one.
@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use super::checkpoint::{self, CheckpointFileError};
 use super::encoding::Encoder;
 use super::keys::{CheckpointSigner, KeyError};
-use crate::clickhouse::rows::{CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow};
+use crate::clickhouse::rows::{
+    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow,
+};
 use crate::clickhouse::{StoreError, classify};
 use crate::config::SealConfig;
 
@@ -37,9 +39,13 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub const SEGMENT_KIND: &str = "segment";
 /// Tables whose batches the ledger covers, which are also the `Kind` of
 /// their entries.
-pub const BATCH_TABLES: [&str; 3] = ["agent_workflows", "agent_rejected_spans", "agent_credentials"];
+pub const BATCH_TABLES: [&str; 3] = [
+    "agent_workflows",
+    "agent_rejected_spans",
+    "agent_credentials",
+];
 
-/// Why the ledger could not start.
+/// A failure to start the ledger.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("cannot read this instance's ledger state from ClickHouse: {0}")]
@@ -55,7 +61,7 @@ pub enum LedgerError {
 pub trait BatchRow {
     fn stamp(&mut self, instance_id: &str, seq: u64);
     fn encode(&self) -> Vec<u8>;
-    /// The instance id and sequence number of the covering entry.
+    /// Returns the instance id and sequence number of the covering entry.
     fn ledger_key(&self) -> (&str, u64);
 }
 
@@ -153,7 +159,7 @@ pub struct SegmentHead {
 }
 
 impl SegmentHead {
-    /// The head of `sealed` when its rows go to `agent_spans`.
+    /// Returns the head of `sealed` when its rows go to `agent_spans`.
     pub fn of(sealed: &crate::assembler::Sealed) -> Option<SegmentHead> {
         let chain = sealed.chain.as_ref()?;
         if sealed.storage != crate::assembler::Storage::Spans || sealed.span_rows.is_empty() {
@@ -192,7 +198,8 @@ struct LastEntry {
 }
 
 impl Ledger {
-    /// A ledger starting at sequence number 1, for tests and benchmarks.
+    /// Creates a ledger starting at sequence number 1, for tests and
+    /// benchmarks.
     pub fn new(instance_id: &str, config: &SealConfig, signer: Option<CheckpointSigner>) -> Self {
         Ledger {
             instance_id: instance_id.to_owned(),
@@ -209,7 +216,10 @@ impl Ledger {
 
     /// Loads the signing key and continues this instance's sequence from
     /// what ClickHouse holds.
-    pub async fn open(client: &clickhouse::Client, config: &SealConfig) -> Result<Self, LedgerError> {
+    pub async fn open(
+        client: &clickhouse::Client,
+        config: &SealConfig,
+    ) -> Result<Self, LedgerError> {
         let signer = match &config.signing_key_file {
             Some(path) => Some(CheckpointSigner::from_file(path)?),
             None => None,
@@ -217,8 +227,12 @@ impl Ledger {
         let mut ledger = Ledger::new(&config.instance_id, config, signer);
         ledger.resume(client).await?;
         match &ledger.signer {
-            Some(signer) => tracing::info!(instance_id = %ledger.instance_id, key_id = signer.key_id(), next_seq = ledger.next_seq, "ledger checkpoints are signed"),
-            None => tracing::warn!(instance_id = %ledger.instance_id, next_seq = ledger.next_seq, "no signing key (seal.signing_key_file); ledger checkpoints are unsigned, so an auditor cannot tell them from forged ones; create a key with `agent-ledger keygen`"),
+            Some(signer) => {
+                tracing::info!(instance_id = %ledger.instance_id, key_id = signer.key_id(), next_seq = ledger.next_seq, "ledger checkpoints are signed")
+            }
+            None => {
+                tracing::warn!(instance_id = %ledger.instance_id, next_seq = ledger.next_seq, "no signing key (seal.signing_key_file); ledger checkpoints are unsigned, so an auditor cannot tell them from forged ones; create a key with `agent-ledger keygen`")
+            }
         }
         Ok(ledger)
     }
@@ -280,18 +294,31 @@ impl Ledger {
         seq
     }
 
-    /// The entry of batch `seq` (from [`Ledger::stamp`]) over the rows that
-    /// ClickHouse stored. Entries must be made in sequence order.
-    pub fn batch_entry<T: BatchRow>(&mut self, seq: u64, table: &str, stored: &[T], now: i64) -> LedgerEntryRow {
+    /// Makes the entry of batch `seq` (from [`Ledger::stamp`]) over the rows
+    /// that ClickHouse stored. Entries must be made in sequence order.
+    pub fn batch_entry<T: BatchRow>(
+        &mut self,
+        seq: u64,
+        table: &str,
+        stored: &[T],
+        now: i64,
+    ) -> LedgerEntryRow {
         let digests: Vec<[u8; 32]> = stored.iter().map(|row| row_digest(&row.encode())).collect();
         let hash = batch_hash(table, digests);
         self.entry(seq, table, None, hash, stored.len() as u32, now)
     }
 
-    /// The entry of one sealed workflow segment.
+    /// Makes the entry of one sealed workflow segment.
     pub fn segment_entry(&mut self, head: &SegmentHead, now: i64) -> LedgerEntryRow {
         let seq = self.reserve();
-        self.entry(seq, SEGMENT_KIND, Some(head), head.chain_head.clone(), head.row_count, now)
+        self.entry(
+            seq,
+            SEGMENT_KIND,
+            Some(head),
+            head.chain_head.clone(),
+            head.row_count,
+            now,
+        )
     }
 
     fn entry(
@@ -307,8 +334,12 @@ impl Ledger {
             instance_id: self.instance_id.clone(),
             seq,
             kind: kind.to_owned(),
-            workflow_id: segment.map(|head| head.workflow_id.clone()).unwrap_or_default(),
-            root_span_id: segment.map(|head| head.root_span_id.clone()).unwrap_or_default(),
+            workflow_id: segment
+                .map(|head| head.workflow_id.clone())
+                .unwrap_or_default(),
+            root_span_id: segment
+                .map(|head| head.root_span_id.clone())
+                .unwrap_or_default(),
             segment: segment.map(|head| head.segment).unwrap_or(0),
             chain_head,
             row_count,
@@ -329,8 +360,8 @@ impl Ledger {
         }
     }
 
-    /// A signed checkpoint over the entries confirmed since the previous
-    /// one, when the interval has passed (or `force`) and there are any. It
+    /// Makes a signed checkpoint over the entries confirmed since the
+    /// previous one, when the interval has passed (or `force`) and there are any. It
     /// is written to the checkpoint folder and logged before it is returned
     /// for ClickHouse.
     pub fn take_checkpoint(&mut self, now: Instant, force: bool) -> Option<CheckpointRow> {
@@ -384,8 +415,14 @@ mod tests {
     fn batch_hash_ignores_row_order() {
         let first = row_digest(b"one");
         let second = row_digest(b"two");
-        assert_eq!(batch_hash("t", vec![first, second]), batch_hash("t", vec![second, first]));
-        assert_ne!(batch_hash("t", vec![first, second]), batch_hash("t", vec![first]));
+        assert_eq!(
+            batch_hash("t", vec![first, second]),
+            batch_hash("t", vec![second, first])
+        );
+        assert_ne!(
+            batch_hash("t", vec![first, second]),
+            batch_hash("t", vec![first])
+        );
         assert_ne!(batch_hash("t", vec![first]), batch_hash("u", vec![first]));
     }
 
@@ -422,7 +459,10 @@ mod tests {
         };
         let entry = ledger.segment_entry(&head, 1);
         ledger.confirmed(std::slice::from_ref(&entry));
-        assert!(ledger.take_checkpoint(now, false).is_none(), "the interval has not passed");
+        assert!(
+            ledger.take_checkpoint(now, false).is_none(),
+            "the interval has not passed"
+        );
         let checkpoint = ledger.take_checkpoint(now, true).unwrap();
         assert_eq!((checkpoint.first_seq, checkpoint.last_seq), (1, 1));
         assert_eq!(checkpoint.last_entry_hash, entry.entry_hash);

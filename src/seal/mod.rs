@@ -44,7 +44,10 @@ pub struct Chain {
 pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
     let header_hash = rows::header_hash(sealed);
     if sealed.storage != Storage::Spans {
-        sealed.chain = Some(Chain { header_hash, ..Chain::default() });
+        sealed.chain = Some(Chain {
+            header_hash,
+            ..Chain::default()
+        });
         return;
     }
     let start = prior.cloned().unwrap_or_else(|| Chain {

@@ -102,14 +102,18 @@ impl ToolRules {
     pub fn new(rules: Vec<ToolRule>) -> Result<Self, String> {
         let mut builder = GlobSetBuilder::new();
         for rule in &rules {
-            let glob = Glob::new(&rule.tool)
-                .map_err(|error| format!("invalid tool glob {:?} in policy.tools: {error}", rule.tool))?;
+            let glob = Glob::new(&rule.tool).map_err(|error| {
+                format!("invalid tool glob {:?} in policy.tools: {error}", rule.tool)
+            })?;
             builder.add(glob);
         }
         let globs = builder
             .build()
             .map_err(|error| format!("invalid tool globs in policy.tools: {error}"))?;
-        Ok(ToolRules { rules, globs: Arc::new(globs) })
+        Ok(ToolRules {
+            rules,
+            globs: Arc::new(globs),
+        })
     }
 
     /// The rules as configured.
@@ -118,7 +122,10 @@ impl ToolRules {
     }
 
     fn matching(&self, tool: &str) -> impl Iterator<Item = &ToolRule> {
-        self.globs.matches(tool).into_iter().map(|index| &self.rules[index])
+        self.globs
+            .matches(tool)
+            .into_iter()
+            .map(|index| &self.rules[index])
     }
 
     /// Scopes `tool` requires, in rule order, without repeats.
@@ -175,7 +182,12 @@ pub struct StepCheck {
 /// Checks every step of `workflow`, in step order. `root` is the
 /// workflow's credential (from the root span), `issued` the issuance
 /// records seen in the trace.
-pub fn check_steps(workflow: &Workflow, root: &Credential, issued: &[Credential], tools: &ToolRules) -> Vec<StepCheck> {
+pub fn check_steps(
+    workflow: &Workflow,
+    root: &Credential,
+    issued: &[Credential],
+    tools: &ToolRules,
+) -> Vec<StepCheck> {
     let root = with_issuance(root.clone(), issued);
     workflow
         .steps
@@ -184,19 +196,33 @@ pub fn check_steps(workflow: &Workflow, root: &Credential, issued: &[Credential]
         .collect()
 }
 
-fn check_step(step: &Step, root: &Credential, issued: &[Credential], tools: &ToolRules) -> StepCheck {
+fn check_step(
+    step: &Step,
+    root: &Credential,
+    issued: &[Credential],
+    tools: &ToolRules,
+) -> StepCheck {
     let (credential, declared) = effective_credential(step, root, issued);
-    let mut check = StepCheck { credential, ..StepCheck::default() };
+    let mut check = StepCheck {
+        credential,
+        ..StepCheck::default()
+    };
     if step.kind == StepKind::Context {
         return check;
     }
     if !declared {
         check.violations.push(Violation::UnknownCredential);
     }
-    check.violations.extend(validity(&check.credential, step.span.start_unix_nano as i64));
+    check.violations.extend(validity(
+        &check.credential,
+        step.span.start_unix_nano as i64,
+    ));
     if let Some(tool) = step.facts.tool_name.as_deref() {
         let held = &check.credential.scopes;
-        let missing = tools.required_scopes(tool).iter().any(|scope| !held.iter().any(|have| have == scope));
+        let missing = tools
+            .required_scopes(tool)
+            .iter()
+            .any(|scope| !held.iter().any(|have| have == scope));
         if missing {
             check.violations.push(Violation::ScopeViolation);
         }
@@ -211,8 +237,13 @@ fn check_step(step: &Step, root: &Credential, issued: &[Credential], tools: &Too
 /// The step's effective credential, and whether the workflow declared it.
 /// Root, context and issuance spans act under the root's credential: an
 /// issuance record names the credential it minted, not the one it used.
-fn effective_credential(step: &Step, root: &Credential, issued: &[Credential]) -> (Credential, bool) {
-    let acts_as_root = matches!(step.kind, StepKind::Root | StepKind::Context) || issuance(&step.span).is_some();
+fn effective_credential(
+    step: &Step,
+    root: &Credential,
+    issued: &[Credential],
+) -> (Credential, bool) {
+    let acts_as_root =
+        matches!(step.kind, StepKind::Root | StepKind::Context) || issuance(&step.span).is_some();
     let own = Credential::of(&step.span).filter(|_| !acts_as_root);
     let Some(own) = own else {
         return (root.clone(), true);
@@ -235,14 +266,19 @@ fn fill_from(mut credential: Credential, base: &Credential) -> Credential {
         credential.scopes = base.scopes.clone();
     }
     credential.issued_at_unix_nano = credential.issued_at_unix_nano.or(base.issued_at_unix_nano);
-    credential.expires_at_unix_nano = credential.expires_at_unix_nano.or(base.expires_at_unix_nano);
+    credential.expires_at_unix_nano = credential
+        .expires_at_unix_nano
+        .or(base.expires_at_unix_nano);
     credential
 }
 
 /// The root's credential with the validity times its issuance record gives
 /// where the root leaves them out.
 fn with_issuance(root: Credential, issued: &[Credential]) -> Credential {
-    match issued.iter().find(|record| !root.id.is_empty() && record.id == root.id) {
+    match issued
+        .iter()
+        .find(|record| !root.id.is_empty() && record.id == root.id)
+    {
         Some(record) => {
             let scopes = root.scopes.clone();
             let mut filled = fill_from(root, record);
@@ -254,20 +290,31 @@ fn with_issuance(root: Credential, issued: &[Credential]) -> Credential {
 }
 
 fn validity(credential: &Credential, at_unix_nano: i64) -> Option<Violation> {
-    if credential.issued_at_unix_nano.is_some_and(|issued_at| at_unix_nano < issued_at) {
+    if credential
+        .issued_at_unix_nano
+        .is_some_and(|issued_at| at_unix_nano < issued_at)
+    {
         return Some(Violation::CredentialNotYetValid);
     }
-    if credential.expires_at_unix_nano.is_some_and(|expires_at| at_unix_nano >= expires_at) {
+    if credential
+        .expires_at_unix_nano
+        .is_some_and(|expires_at| at_unix_nano >= expires_at)
+    {
         return Some(Violation::CredentialExpired);
     }
     None
 }
 
 fn exceeds_issuance(root: &Credential, issued: &[Credential]) -> bool {
-    let Some(record) = issued.iter().find(|record| !root.id.is_empty() && record.id == root.id) else {
+    let Some(record) = issued
+        .iter()
+        .find(|record| !root.id.is_empty() && record.id == root.id)
+    else {
         return false;
     };
-    root.scopes.iter().any(|scope| !record.scopes.contains(scope))
+    root.scopes
+        .iter()
+        .any(|scope| !record.scopes.contains(scope))
 }
 
 #[cfg(test)]
@@ -276,8 +323,16 @@ mod tests {
 
     fn rules() -> ToolRules {
         ToolRules::new(vec![
-            ToolRule { tool: "delete_*".to_owned(), scopes: vec!["orders:write".to_owned()], write: true },
-            ToolRule { tool: "*_order".to_owned(), scopes: vec!["orders:read".to_owned()], write: false },
+            ToolRule {
+                tool: "delete_*".to_owned(),
+                scopes: vec!["orders:write".to_owned()],
+                write: true,
+            },
+            ToolRule {
+                tool: "*_order".to_owned(),
+                scopes: vec!["orders:read".to_owned()],
+                write: false,
+            },
         ])
         .unwrap()
     }
@@ -285,7 +340,10 @@ mod tests {
     #[test]
     fn tool_rules_add_up() {
         let rules = rules();
-        assert_eq!(rules.required_scopes("delete_order"), vec!["orders:write", "orders:read"]);
+        assert_eq!(
+            rules.required_scopes("delete_order"),
+            vec!["orders:write", "orders:read"]
+        );
         assert!(rules.is_write("delete_order"));
         assert!(!rules.is_write("lookup_order"));
         assert!(rules.required_scopes("search").is_empty());
@@ -293,7 +351,12 @@ mod tests {
 
     #[test]
     fn invalid_glob_named() {
-        let error = ToolRules::new(vec![ToolRule { tool: "a[".to_owned(), scopes: vec![], write: false }]).unwrap_err();
+        let error = ToolRules::new(vec![ToolRule {
+            tool: "a[".to_owned(),
+            scopes: vec![],
+            write: false,
+        }])
+        .unwrap_err();
         assert!(error.contains("\"a[\""), "{error}");
     }
 

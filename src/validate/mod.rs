@@ -52,8 +52,16 @@ pub fn evaluate(workflow: &Workflow, policy: &Policy) -> Verdict {
             workflow.root_span_id
         )],
     };
-    let status = if reasons.is_empty() { Status::Valid } else { Status::Rejected };
-    Verdict { status, reasons, summary: Arc::new(summary) }
+    let status = if reasons.is_empty() {
+        Status::Valid
+    } else {
+        Status::Rejected
+    };
+    Verdict {
+        status,
+        reasons,
+        summary: Arc::new(summary),
+    }
 }
 
 /// The verdict of a trace in which no span carries the origin type.

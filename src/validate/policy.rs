@@ -51,7 +51,10 @@ impl Requirement {
     /// Whether the requirement is met by the root span's own attributes
     /// (so the receiver can check it before the workflow is assembled).
     pub fn on_root(self) -> bool {
-        !matches!(self, Requirement::AgentName | Requirement::AgentVersion | Requirement::ModelVersion)
+        !matches!(
+            self,
+            Requirement::AgentName | Requirement::AgentVersion | Requirement::ModelVersion
+        )
     }
 
     fn root_attribute(self) -> &'static str {
@@ -85,7 +88,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { require: default_requirements(), tools: ToolRules::default() }
+        Policy {
+            require: default_requirements(),
+            tools: ToolRules::default(),
+        }
     }
 }
 
@@ -125,9 +131,16 @@ pub fn root_reasons(policy: &Policy, root: &Span) -> Vec<String> {
             ORIGIN_TYPES.join(", ")
         ));
     }
-    for requirement in policy.require.iter().filter(|requirement| requirement.on_root()) {
+    for requirement in policy
+        .require
+        .iter()
+        .filter(|requirement| requirement.on_root())
+    {
         if !root_has(*requirement, root) {
-            reasons.push(format!("missing {} on root span", requirement.root_attribute()));
+            reasons.push(format!(
+                "missing {} on root span",
+                requirement.root_attribute()
+            ));
         }
     }
     reasons
@@ -136,7 +149,8 @@ pub fn root_reasons(policy: &Policy, root: &Span) -> Vec<String> {
 fn root_has(requirement: Requirement, root: &Span) -> bool {
     match requirement {
         Requirement::AuthorizedBy => {
-            root.text("agent_ledger.origin.authorized_by").is_some() || root.text("enduser.id").is_some()
+            root.text("agent_ledger.origin.authorized_by").is_some()
+                || root.text("enduser.id").is_some()
         }
         Requirement::CredentialScopes => root
             .attribute("agent_ledger.credential.scopes")

@@ -21,14 +21,23 @@ impl Credential {
         let id = span.attributes.get_text("agent_ledger.credential.id")?;
         Some(Credential {
             id,
-            issuer: span.attributes.get_text("agent_ledger.credential.issuer").unwrap_or_default(),
+            issuer: span
+                .attributes
+                .get_text("agent_ledger.credential.issuer")
+                .unwrap_or_default(),
             scopes: span
                 .attributes
                 .get("agent_ledger.credential.scopes")
                 .map(|value| value.to_string_list(None))
                 .unwrap_or_default(),
-            issued_at_unix_nano: span.attributes.get("agent_ledger.credential.issued_at").and_then(parse_time),
-            expires_at_unix_nano: span.attributes.get("agent_ledger.credential.expires_at").and_then(parse_time),
+            issued_at_unix_nano: span
+                .attributes
+                .get("agent_ledger.credential.issued_at")
+                .and_then(parse_time),
+            expires_at_unix_nano: span
+                .attributes
+                .get("agent_ledger.credential.expires_at")
+                .and_then(parse_time),
         })
     }
 }
@@ -62,7 +71,10 @@ impl Summary {
             summary.read_root(&root.span);
         }
         let root_facts = workflow.root().map(|root| &root.facts);
-        let members = workflow.steps.iter().filter(|step| step.kind != StepKind::Context);
+        let members = workflow
+            .steps
+            .iter()
+            .filter(|step| step.kind != StepKind::Context);
         for step in members.clone() {
             let facts = &step.facts;
             push_unique(&mut summary.agent_names, facts.agent_name.as_deref());

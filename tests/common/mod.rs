@@ -54,9 +54,15 @@ pub struct Harness {
 impl Harness {
     /// Starts a receiver with `config`.
     pub async fn start(config: Config) -> Harness {
-        let running = agent_ledger::serve::start(config.clone()).await.expect("receiver starts");
+        let running = agent_ledger::serve::start(config.clone())
+            .await
+            .expect("receiver starts");
         let client = agent_ledger::clickhouse::client(&config.clickhouse).expect("client");
-        Harness { running: Some(running), config, client }
+        Harness {
+            running: Some(running),
+            config,
+            client,
+        }
     }
 
     pub fn grpc_url(&self) -> String {
@@ -76,7 +82,11 @@ impl Harness {
 
     /// Runs a query returning one number.
     pub async fn count(&self, sql: &str) -> u64 {
-        self.client.query(sql).fetch_one::<u64>().await.unwrap_or_else(|error| panic!("query {sql} failed: {error}"))
+        self.client
+            .query(sql)
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or_else(|error| panic!("query {sql} failed: {error}"))
     }
 
     /// Waits until `sql` returns `expected`, for at most `timeout`; returns
@@ -97,11 +107,18 @@ impl Harness {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        self.client.query(sql).fetch_all::<T>().await.unwrap_or_else(|error| panic!("query {sql} failed: {error}"))
+        self.client
+            .query(sql)
+            .fetch_all::<T>()
+            .await
+            .unwrap_or_else(|error| panic!("query {sql} failed: {error}"))
     }
 
     /// Sends a request with the raw client.
-    pub async fn export(&self, request: ExportTraceServiceRequest) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    pub async fn export(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<ExportTraceServiceResponse, tonic::Status> {
         export(&self.grpc_url(), request, false).await
     }
 }
@@ -122,9 +139,12 @@ pub async fn export(
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }
     grpc.ready().await.expect("channel ready");
-    let codec = tonic_prost::ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
+    let codec =
+        tonic_prost::ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
     let path = http::uri::PathAndQuery::from_static(agent_ledger::receiver::grpc::EXPORT_PATH);
-    grpc.unary(tonic::Request::new(request), path, codec).await.map(tonic::Response::into_inner)
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Hex-friendly ids for hand-built spans.
@@ -163,8 +183,23 @@ pub fn base_nanos() -> u64 {
 }
 
 impl SpanSpec {
-    pub fn new(trace: u64, span: u64, parent: Option<u64>, name: &'static str, start_ms: u64, end_ms: u64) -> Self {
-        SpanSpec { trace, span, parent, name, start_ms, end_ms, attributes: Vec::new() }
+    pub fn new(
+        trace: u64,
+        span: u64,
+        parent: Option<u64>,
+        name: &'static str,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Self {
+        SpanSpec {
+            trace,
+            span,
+            parent,
+            name,
+            start_ms,
+            end_ms,
+            attributes: Vec::new(),
+        }
     }
 
     pub fn attr(mut self, key: &str, value: &str) -> Self {
@@ -196,7 +231,10 @@ pub fn request(spans: Vec<otlp::Span>) -> ExportTraceServiceRequest {
                 dropped_attributes_count: 0,
             }),
             scope_spans: vec![otlp::ScopeSpans {
-                scope: Some(otlp::InstrumentationScope { name: b"test".to_vec(), ..Default::default() }),
+                scope: Some(otlp::InstrumentationScope {
+                    name: b"test".to_vec(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: Vec::new(),
             }],
@@ -206,14 +244,23 @@ pub fn request(spans: Vec<otlp::Span>) -> ExportTraceServiceRequest {
 }
 
 /// The attributes of a valid workflow root.
-pub fn root_span(trace: u64, span: u64, parent: Option<u64>, start_ms: u64, end_ms: u64) -> SpanSpec {
+pub fn root_span(
+    trace: u64,
+    span: u64,
+    parent: Option<u64>,
+    start_ms: u64,
+    end_ms: u64,
+) -> SpanSpec {
     SpanSpec::new(trace, span, parent, "handle task", start_ms, end_ms)
         .attr("agent_ledger.origin.type", "event")
         .attr("agent_ledger.origin.source", "billing-queue")
         .attr("agent_ledger.task.spec", "Reconcile invoice 77")
         .attr("agent_ledger.credential.id", "cred-1")
         .attr("agent_ledger.credential.issuer", "vault")
-        .attr("agent_ledger.credential.scopes", "invoices:read invoices:write")
+        .attr(
+            "agent_ledger.credential.scopes",
+            "invoices:read invoices:write",
+        )
         .attr("gen_ai.agent.name", "billing-bot")
 }
 
@@ -227,9 +274,16 @@ pub fn chat_span(trace: u64, span: u64, parent: u64, start_ms: u64, end_ms: u64)
 
 /// A tool call.
 pub fn tool_span(trace: u64, span: u64, parent: u64, start_ms: u64, end_ms: u64) -> SpanSpec {
-    SpanSpec::new(trace, span, Some(parent), "execute_tool fetch", start_ms, end_ms)
-        .attr("gen_ai.operation.name", "execute_tool")
-        .attr("gen_ai.tool.name", "fetch")
+    SpanSpec::new(
+        trace,
+        span,
+        Some(parent),
+        "execute_tool fetch",
+        start_ms,
+        end_ms,
+    )
+    .attr("gen_ai.operation.name", "execute_tool")
+    .attr("gen_ai.tool.name", "fetch")
 }
 
 /// Long enough for any settle time and batch interval used in tests.
@@ -238,13 +292,19 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// An OpenTelemetry SDK tracer provider exporting over OTLP gRPC to `url`.
 pub fn sdk_provider(url: &str, gzip: bool) -> opentelemetry_sdk::trace::SdkTracerProvider {
     use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(url);
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(url);
     if gzip {
         exporter = exporter.with_compression(opentelemetry_otlp::Compression::Gzip);
     }
     opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter.build().expect("exporter builds"))
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("sdk-agent").build())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("sdk-agent")
+                .build(),
+        )
         .build()
 }
 
@@ -262,14 +322,26 @@ pub async fn sdk_flush(provider: opentelemetry_sdk::trace::SdkTracerProvider) {
 pub async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map(|(host, path)| (host, format!("/{path}"))).unwrap_or((rest, "/".to_owned()));
-    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connects");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(host, path)| (host, format!("/{path}")))
+        .unwrap_or((rest, "/".to_owned()));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connects");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

@@ -25,7 +25,7 @@ use crate::seal::ledger::SEGMENT_KIND;
 
 type Key = (String, String);
 
-/// What the verifier keeps of one span row.
+/// The part of a span row that the verifier keeps.
 #[derive(Clone, Debug)]
 pub(crate) struct RowInfo {
     pub span_id: String,
@@ -92,7 +92,7 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// The SQL condition selecting the workflows in scope, for a table whose
+/// Builds the SQL condition selecting the workflows in scope, for a table whose
 /// workflow columns are `workflow` and `root`. With a period, a workflow is
 /// in scope when any of its rows, verdicts or segment entries was received
 /// in it, and then all of it is verified.
@@ -156,13 +156,23 @@ async fn read_group(
         run.progress.rows(run.report.rows_checked);
     }
     let verdict = verdicts
-        .take_while(&key, |row| (row.workflow_id.clone(), row.root_span_id.clone()))
+        .take_while(&key, |row| {
+            (row.workflow_id.clone(), row.root_span_id.clone())
+        })
         .await?
         .pop();
     let segments = segments
-        .take_while(&key, |row| (row.workflow_id.clone(), row.root_span_id.clone()))
+        .take_while(&key, |row| {
+            (row.workflow_id.clone(), row.root_span_id.clone())
+        })
         .await?;
-    Ok(Group { workflow_id: key.0, root_span_id: key.1, verdict, rows, segments })
+    Ok(Group {
+        workflow_id: key.0,
+        root_span_id: key.1,
+        verdict,
+        rows,
+        segments,
+    })
 }
 
 fn report_group(run: &mut Run<'_>, group: &Group) {
@@ -182,7 +192,10 @@ fn report_group(run: &mut Run<'_>, group: &Group) {
         }
     }
     if total > MAX_FINDINGS_PER_WORKFLOW {
-        let detail = format!("{} more findings in this workflow are not listed", total - MAX_FINDINGS_PER_WORKFLOW);
+        let detail = format!(
+            "{} more findings in this workflow are not listed",
+            total - MAX_FINDINGS_PER_WORKFLOW
+        );
         run.push(group.finding(FindingKind::RowModified, "agent_spans", detail));
     }
 }
@@ -213,14 +226,16 @@ struct Expected {
     start: Option<String>,
 }
 
-/// Every finding about one workflow.
+/// Checks one workflow and returns every finding about it.
 pub(crate) fn check_group(group: &Group) -> Vec<Finding> {
     let mut findings = check_verdict(group);
     let Some(expected) = expected_chain(group, &mut findings) else {
         return findings;
     };
     for row in group.rows.iter().filter(|row| !row.hash_ok) {
-        let detail = "the row's columns do not hash to its RowHash: a column was changed after sealing".to_owned();
+        let detail =
+            "the row's columns do not hash to its RowHash: a column was changed after sealing"
+                .to_owned();
         findings.push(group.row_finding(FindingKind::RowModified, row, detail));
     }
     let walk = Walk::run(&group.rows, &expected);
@@ -244,12 +259,15 @@ fn check_verdict(group: &Group) -> Vec<Finding> {
     vec![group.finding(FindingKind::RowModified, "agent_workflows", detail)]
 }
 
-/// The chain the ledger (or, without a segment entry, the verdict) vouches
-/// for; `None` when the workflow has no chain to check.
+/// Returns the chain the ledger (or, without a segment entry, the verdict)
+/// vouches for, or `None` when the workflow has no chain to check.
 fn expected_chain(group: &Group, findings: &mut Vec<Finding>) -> Option<Expected> {
     let verdict = group.verdict.as_ref();
     let start = verdict.map(|verdict| verdict.header_hash.clone());
-    let last_entry = group.segments.iter().max_by_key(|entry| (entry.segment, entry.seq));
+    let last_entry = group
+        .segments
+        .iter()
+        .max_by_key(|entry| (entry.segment, entry.seq));
     match (last_entry, verdict) {
         (Some(entry), _) => {
             if let Some(verdict) = verdict
@@ -257,17 +275,29 @@ fn expected_chain(group: &Group, findings: &mut Vec<Finding>) -> Option<Expected
             {
                 let detail = format!(
                     "revision {} states ChainHead {} and RowCount {}, but ledger entry {} of instance {} sealed {} and {}",
-                    verdict.revision, verdict.chain_head, verdict.row_count, entry.seq, entry.instance_id, entry.chain_head, entry.row_count
+                    verdict.revision,
+                    verdict.chain_head,
+                    verdict.row_count,
+                    entry.seq,
+                    entry.instance_id,
+                    entry.chain_head,
+                    entry.row_count
                 );
                 findings.push(group.finding(FindingKind::RowModified, "agent_workflows", detail));
             }
-            Some(Expected { head: entry.chain_head.clone(), row_count: entry.row_count, start })
+            Some(Expected {
+                head: entry.chain_head.clone(),
+                row_count: entry.row_count,
+                start,
+            })
         }
-        (None, Some(verdict)) if verdict.row_count > 0 || !group.rows.is_empty() => Some(Expected {
-            head: verdict.chain_head.clone(),
-            row_count: verdict.row_count,
-            start,
-        }),
+        (None, Some(verdict)) if verdict.row_count > 0 || !group.rows.is_empty() => {
+            Some(Expected {
+                head: verdict.chain_head.clone(),
+                row_count: verdict.row_count,
+                start,
+            })
+        }
         (None, Some(_)) => None,
         (None, None) => {
             for row in &group.rows {
@@ -292,7 +322,12 @@ struct Walk {
 
 impl Walk {
     fn run(rows: &[RowInfo], expected: &Expected) -> Walk {
-        let mut walk = Walk { on_chain: vec![false; rows.len()], complete: false, forward_end: None, backward_end: None };
+        let mut walk = Walk {
+            on_chain: vec![false; rows.len()],
+            complete: false,
+            forward_end: None,
+            backward_end: None,
+        };
         walk.backward(rows, expected);
         if !walk.complete
             && let Some(start) = &expected.start
@@ -303,7 +338,11 @@ impl Walk {
     }
 
     fn backward(&mut self, rows: &[RowInfo], expected: &Expected) {
-        let by_hash: HashMap<&str, usize> = rows.iter().enumerate().map(|(index, row)| (row.row_hash.as_str(), index)).collect();
+        let by_hash: HashMap<&str, usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| (row.row_hash.as_str(), index))
+            .collect();
         let mut current = expected.head.as_str();
         loop {
             if expected.start.as_deref() == Some(current) {
@@ -321,19 +360,29 @@ impl Walk {
         }
         // Without a verdict the start is unknown: a walk that ends at step 0
         // is taken as complete.
-        self.complete = expected.start.is_none() && self.backward_end.is_some_and(|index| rows[index].step_index == 0);
+        self.complete = expected.start.is_none()
+            && self
+                .backward_end
+                .is_some_and(|index| rows[index].step_index == 0);
     }
 
     fn forward(&mut self, rows: &[RowInfo], start: &str) {
         let mut by_prev: HashMap<&str, Vec<usize>> = HashMap::new();
         for (index, row) in rows.iter().enumerate() {
-            by_prev.entry(row.prev_hash.as_str()).or_default().push(index);
+            by_prev
+                .entry(row.prev_hash.as_str())
+                .or_default()
+                .push(index);
         }
         let mut current = start;
         loop {
-            let next = by_prev
-                .get(current)
-                .and_then(|candidates| candidates.iter().copied().filter(|index| !self.on_chain[*index]).min_by_key(|index| rows[*index].step_index));
+            let next = by_prev.get(current).and_then(|candidates| {
+                candidates
+                    .iter()
+                    .copied()
+                    .filter(|index| !self.on_chain[*index])
+                    .min_by_key(|index| rows[*index].step_index)
+            });
             let Some(index) = next else { break };
             self.on_chain[index] = true;
             self.forward_end = Some(index);
@@ -344,8 +393,15 @@ impl Walk {
     fn findings(&self, group: &Group, expected: &Expected) -> Vec<Finding> {
         let rows = &group.rows;
         let mut findings = Vec::new();
-        for (row, _) in rows.iter().zip(&self.on_chain).filter(|(_, on_chain)| !**on_chain) {
-            let detail = format!("the row is not part of the chain that ends at the sealed head {}", expected.head);
+        for (row, _) in rows
+            .iter()
+            .zip(&self.on_chain)
+            .filter(|(_, on_chain)| !**on_chain)
+        {
+            let detail = format!(
+                "the row is not part of the chain that ends at the sealed head {}",
+                expected.head
+            );
             findings.push(group.row_finding(FindingKind::RowInserted, row, detail));
         }
         let present: HashSet<u32> = rows
@@ -354,10 +410,18 @@ impl Walk {
             .filter(|(_, on_chain)| **on_chain)
             .map(|(row, _)| row.step_index)
             .collect();
-        let missing: Vec<u32> = (0..expected.row_count).filter(|index| !present.contains(index)).collect();
+        let missing: Vec<u32> = (0..expected.row_count)
+            .filter(|index| !present.contains(index))
+            .collect();
         for step_index in &missing {
-            let detail = format!("step {step_index} of {} sealed rows is not stored", expected.row_count);
-            findings.push(Finding { step_index: Some(*step_index), ..group.finding(FindingKind::RowMissing, "agent_spans", detail) });
+            let detail = format!(
+                "step {step_index} of {} sealed rows is not stored",
+                expected.row_count
+            );
+            findings.push(Finding {
+                step_index: Some(*step_index),
+                ..group.finding(FindingKind::RowMissing, "agent_spans", detail)
+            });
         }
         if !self.complete && missing.is_empty() {
             findings.push(self.broken_link(group));
@@ -365,8 +429,8 @@ impl Walk {
         findings
     }
 
-    /// The finding for a chain that breaks although no row is missing: the
-    /// row before the break had its `RowHash` rewritten.
+    /// Reports a chain that breaks although no row is missing, which means
+    /// the row before the break had its `RowHash` rewritten.
     fn broken_link(&self, group: &Group) -> Finding {
         match self.forward_end.or(self.backward_end) {
             Some(index) => {
@@ -392,14 +456,21 @@ fn check_segments(group: &Group, walk: &Walk) -> Vec<Finding> {
         .filter(|(_, on_chain)| **on_chain)
         .map(|(row, _)| row.row_hash.as_str())
         .collect();
-    let start = group.verdict.as_ref().map(|verdict| verdict.header_hash.as_str());
+    let start = group
+        .verdict
+        .as_ref()
+        .map(|verdict| verdict.header_hash.as_str());
     let mut findings = Vec::new();
     for entry in &group.segments {
-        if on_chain.contains(entry.chain_head.as_str()) || Some(entry.chain_head.as_str()) == start {
+        if on_chain.contains(entry.chain_head.as_str()) || Some(entry.chain_head.as_str()) == start
+        {
             continue;
         }
         if walk.complete {
-            let detail = format!("segment {} was sealed with head {}, which no row of the chain has", entry.segment, entry.chain_head);
+            let detail = format!(
+                "segment {} was sealed with head {}, which no row of the chain has",
+                entry.segment, entry.chain_head
+            );
             findings.push(Finding {
                 instance_id: entry.instance_id.clone(),
                 seq: Some(entry.seq),

@@ -1,10 +1,10 @@
 //! Verification of checkpoints, in ClickHouse and in the checkpoint folder.
 //!
 //! Each checkpoint's signature must verify with a given public key of its
-//! key id (`checkpoint_invalid` otherwise; unsigned checkpoints count as
-//! invalid once keys are given), its `LastEntryHash` must be the stored
-//! hash of entry `LastSeq`, and per instance the ranges must follow each
-//! other (`checkpoint_missing` for a gap). A checkpoint file without its
+//! key id, else it is `checkpoint_invalid`. Unsigned checkpoints count as
+//! invalid once keys are given. Its `LastEntryHash` must be the stored hash
+//! of entry `LastSeq`, and per instance the ranges must follow each other
+//! (`checkpoint_missing` for a gap). A checkpoint file without its
 //! row is `checkpoint_missing`, one that differs is `checkpoint_invalid`.
 //! Entries that a checkpoint covers beyond the last stored entry are
 //! `entry_missing`: this is how cutting off the newest entries (and their
@@ -47,7 +47,11 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Result<(), VerifyError> {
         run.report.checkpoints_checked += 1;
         check_signature(run, row, "agent_ledger_checkpoints");
         check_last_entry(run, row, &hashes);
-        check_continuity(run, previous.filter(|previous| previous.instance_id == row.instance_id), row);
+        check_continuity(
+            run,
+            previous.filter(|previous| previous.instance_id == row.instance_id),
+            row,
+        );
         previous = Some(row);
     }
     let mut newest: BTreeMap<String, &CheckpointRow> = BTreeMap::new();
@@ -56,18 +60,28 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Result<(), VerifyError> {
     }
     let files = check_files(run, &stored)?;
     for file in &files {
-        let newer = newest.get(&file.instance_id).is_none_or(|row| row.last_seq < file.last_seq);
+        let newer = newest
+            .get(&file.instance_id)
+            .is_none_or(|row| row.last_seq < file.last_seq);
         if newer {
             newest.insert(file.instance_id.clone(), file);
         }
     }
     for (instance_id, row) in newest {
-        check_truncation(run, &instance_id, row, max_seq.get(&instance_id).copied().unwrap_or(0));
+        check_truncation(
+            run,
+            &instance_id,
+            row,
+            max_seq.get(&instance_id).copied().unwrap_or(0),
+        );
     }
     Ok(())
 }
 
-async fn entry_hashes(run: &Run<'_>, period: &str) -> Result<HashMap<(String, u64), String>, VerifyError> {
+async fn entry_hashes(
+    run: &Run<'_>,
+    period: &str,
+) -> Result<HashMap<(String, u64), String>, VerifyError> {
     let rows: Vec<EntryHash> = run
         .client
         .query(&format!(
@@ -77,7 +91,10 @@ async fn entry_hashes(run: &Run<'_>, period: &str) -> Result<HashMap<(String, u6
         .fetch_all()
         .await
         .map_err(classify)?;
-    Ok(rows.into_iter().map(|row| ((row.instance_id, row.seq), row.entry_hash)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| ((row.instance_id, row.seq), row.entry_hash))
+        .collect())
 }
 
 async fn max_seqs(run: &Run<'_>) -> Result<HashMap<String, u64>, VerifyError> {
@@ -104,14 +121,27 @@ fn check_signature(run: &mut Run<'_>, row: &CheckpointRow, table: &'static str) 
         SignatureCheck::Valid | SignatureCheck::NotChecked => return,
         SignatureCheck::Unsigned if run.options.keys.is_empty() => return,
         SignatureCheck::Unsigned => "the checkpoint is unsigned".to_owned(),
-        SignatureCheck::UnknownKey => format!("signed with key id {}, but no --public-key has that key id", row.key_id),
-        SignatureCheck::Invalid => format!("the signature does not verify with public key {}", row.key_id),
+        SignatureCheck::UnknownKey => format!(
+            "signed with key id {}, but no --public-key has that key id",
+            row.key_id
+        ),
+        SignatureCheck::Invalid => format!(
+            "the signature does not verify with public key {}",
+            row.key_id
+        ),
     };
-    let detail = format!("checkpoint of entries {} to {}: {problem}", row.first_seq, row.last_seq);
+    let detail = format!(
+        "checkpoint of entries {} to {}: {problem}",
+        row.first_seq, row.last_seq
+    );
     run.push(finding(FindingKind::CheckpointInvalid, table, row, detail));
 }
 
-fn check_last_entry(run: &mut Run<'_>, row: &CheckpointRow, hashes: &HashMap<(String, u64), String>) {
+fn check_last_entry(
+    run: &mut Run<'_>,
+    row: &CheckpointRow,
+    hashes: &HashMap<(String, u64), String>,
+) {
     let Some(stored) = hashes.get(&(row.instance_id.clone(), row.last_seq)) else {
         // A missing entry is reported by the entry checks or as truncation.
         return;
@@ -121,7 +151,12 @@ fn check_last_entry(run: &mut Run<'_>, row: &CheckpointRow, hashes: &HashMap<(St
             "LastEntryHash {} is not the EntryHash {stored} of entry {}",
             row.last_entry_hash, row.last_seq
         );
-        run.push(finding(FindingKind::CheckpointInvalid, "agent_ledger_checkpoints", row, detail));
+        run.push(finding(
+            FindingKind::CheckpointInvalid,
+            "agent_ledger_checkpoints",
+            row,
+            detail,
+        ));
     }
 }
 
@@ -137,13 +172,24 @@ fn check_continuity(run: &mut Run<'_>, previous: Option<&CheckpointRow>, row: &C
             row.first_seq - 1,
             row.instance_id
         );
-        run.missing(finding(FindingKind::CheckpointMissing, "agent_ledger_checkpoints", row, detail), Some(row.signed_at));
+        run.missing(
+            finding(
+                FindingKind::CheckpointMissing,
+                "agent_ledger_checkpoints",
+                row,
+                detail,
+            ),
+            Some(row.signed_at),
+        );
     }
 }
 
 /// Compares the checkpoint files with the stored checkpoints; returns the
 /// files in scope as rows.
-fn check_files(run: &mut Run<'_>, stored: &[CheckpointRow]) -> Result<Vec<CheckpointRow>, VerifyError> {
+fn check_files(
+    run: &mut Run<'_>,
+    stored: &[CheckpointRow],
+) -> Result<Vec<CheckpointRow>, VerifyError> {
     let Some(dir) = run.options.checkpoint_dir.clone() else {
         return Ok(Vec::new());
     };
@@ -155,15 +201,36 @@ fn check_files(run: &mut Run<'_>, stored: &[CheckpointRow]) -> Result<Vec<Checkp
         }
         run.report.checkpoints_checked += 1;
         check_signature(run, &row, "checkpoint_file");
-        let matching = stored.iter().find(|stored| stored.instance_id == row.instance_id && stored.last_seq == row.last_seq);
+        let matching = stored.iter().find(|stored| {
+            stored.instance_id == row.instance_id && stored.last_seq == row.last_seq
+        });
         match matching {
             None => {
-                let detail = format!("checkpoint file {} has no row in agent_ledger_checkpoints", path.display());
-                run.missing(finding(FindingKind::CheckpointMissing, "agent_ledger_checkpoints", &row, detail), Some(row.signed_at));
+                let detail = format!(
+                    "checkpoint file {} has no row in agent_ledger_checkpoints",
+                    path.display()
+                );
+                run.missing(
+                    finding(
+                        FindingKind::CheckpointMissing,
+                        "agent_ledger_checkpoints",
+                        &row,
+                        detail,
+                    ),
+                    Some(row.signed_at),
+                );
             }
             Some(stored) if *stored != row => {
-                let detail = format!("the stored checkpoint differs from checkpoint file {}", path.display());
-                run.push(finding(FindingKind::CheckpointInvalid, "agent_ledger_checkpoints", &row, detail));
+                let detail = format!(
+                    "the stored checkpoint differs from checkpoint file {}",
+                    path.display()
+                );
+                run.push(finding(
+                    FindingKind::CheckpointInvalid,
+                    "agent_ledger_checkpoints",
+                    &row,
+                    detail,
+                ));
             }
             Some(_) => {}
         }

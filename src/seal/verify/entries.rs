@@ -5,7 +5,7 @@
 //! must follow the previous one (`entry_missing` for a gap) and each
 //! `PrevEntryHash` must be the previous entry's hash. The rows of
 //! `agent_workflows`, `agent_rejected_spans` and `agent_credentials` are
-//! streamed by the entry that covers them; each batch's hash and row count
+//! streamed by the entry that covers them. Each batch's hash and row count
 //! are recomputed and compared with its entry. Rows whose entry does not
 //! exist are reported as `entry_missing`.
 //!
@@ -20,7 +20,9 @@ use clickhouse::{RowOwned, RowRead};
 use super::stream::Peekable;
 use super::{Finding, FindingKind, Run, VerifyError, quote};
 use crate::clickhouse::rows::{CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow};
-use crate::seal::ledger::{BATCH_TABLES, BatchRow, GENESIS_HASH, SEGMENT_KIND, batch_hash, entry_hash, row_digest};
+use crate::seal::ledger::{
+    BATCH_TABLES, BatchRow, GENESIS_HASH, SEGMENT_KIND, batch_hash, entry_hash, row_digest,
+};
 
 /// A batch as stored: its table, instance and sequence number.
 type BatchKey = (&'static str, String, u64);
@@ -51,14 +53,25 @@ pub(crate) async fn verify(run: &mut Run<'_>) -> Result<(), VerifyError> {
     read_batches::<CredentialRow>(run, "agent_credentials", &mut batches).await?;
     check_entries(run, &mut batches).await?;
     for ((table, instance_id, seq), batch) in batches {
-        let detail = format!("{} rows of {table} carry ledger sequence number {seq}, but no such entry exists", batch.rows);
-        run.push(Finding { instance_id, seq: Some(seq), ..Finding::new(FindingKind::EntryMissing, "agent_ledger_entries", detail) });
+        let detail = format!(
+            "{} rows of {table} carry ledger sequence number {seq}, but no such entry exists",
+            batch.rows
+        );
+        run.push(Finding {
+            instance_id,
+            seq: Some(seq),
+            ..Finding::new(FindingKind::EntryMissing, "agent_ledger_entries", detail)
+        });
     }
     Ok(())
 }
 
 /// Recomputes the hash of every batch of `table` in scope.
-async fn read_batches<T>(run: &mut Run<'_>, table: &'static str, batches: &mut BTreeMap<BatchKey, StoredBatch>) -> Result<(), VerifyError>
+async fn read_batches<T>(
+    run: &mut Run<'_>,
+    table: &'static str,
+    batches: &mut BTreeMap<BatchKey, StoredBatch>,
+) -> Result<(), VerifyError>
 where
     T: RowOwned + RowRead + BatchRow,
 {
@@ -71,13 +84,17 @@ where
     } else {
         "1".to_owned()
     };
-    let sql = format!("SELECT ?fields FROM {table} WHERE {scope} ORDER BY LedgerInstanceId, LedgerSeq");
+    let sql =
+        format!("SELECT ?fields FROM {table} WHERE {scope} ORDER BY LedgerInstanceId, LedgerSeq");
     let mut rows: Peekable<T> = Peekable::new(run.client, &sql)?;
     let mut current: Option<(String, u64)> = None;
     let mut digests = Vec::new();
     while let Some(row) = rows.next().await? {
         let (instance_id, seq) = row.ledger_key();
-        if current.as_ref().is_some_and(|(id, current_seq)| id != instance_id || *current_seq != seq) {
+        if current
+            .as_ref()
+            .is_some_and(|(id, current_seq)| id != instance_id || *current_seq != seq)
+        {
             finish_batch(table, current.take(), std::mem::take(&mut digests), batches);
         }
         if current.is_none() {
@@ -91,10 +108,21 @@ where
     Ok(())
 }
 
-fn finish_batch(table: &'static str, key: Option<(String, u64)>, digests: Vec<[u8; 32]>, batches: &mut BTreeMap<BatchKey, StoredBatch>) {
+fn finish_batch(
+    table: &'static str,
+    key: Option<(String, u64)>,
+    digests: Vec<[u8; 32]>,
+    batches: &mut BTreeMap<BatchKey, StoredBatch>,
+) {
     if let Some((instance_id, seq)) = key {
         let rows = digests.len() as u32;
-        batches.insert((table, instance_id, seq), StoredBatch { rows, hash: batch_hash(table, digests) });
+        batches.insert(
+            (table, instance_id, seq),
+            StoredBatch {
+                rows,
+                hash: batch_hash(table, digests),
+            },
+        );
     }
 }
 
@@ -105,17 +133,29 @@ struct Previous {
     entry_hash: String,
 }
 
-async fn check_entries(run: &mut Run<'_>, batches: &mut BTreeMap<BatchKey, StoredBatch>) -> Result<(), VerifyError> {
-    let sql = format!("SELECT ?fields FROM agent_ledger_entries WHERE {} ORDER BY InstanceId, Seq", run.period("ReceivedAt"));
+async fn check_entries(
+    run: &mut Run<'_>,
+    batches: &mut BTreeMap<BatchKey, StoredBatch>,
+) -> Result<(), VerifyError> {
+    let sql = format!(
+        "SELECT ?fields FROM agent_ledger_entries WHERE {} ORDER BY InstanceId, Seq",
+        run.period("ReceivedAt")
+    );
     let mut entries: Peekable<LedgerEntryRow> = Peekable::new(run.client, &sql)?;
     let mut previous: Option<Previous> = None;
     while let Some(entry) = entries.next().await? {
         run.report.entries_checked += 1;
         check_hash(run, &entry);
-        let same_instance = previous.as_ref().filter(|previous| previous.instance_id == entry.instance_id);
+        let same_instance = previous
+            .as_ref()
+            .filter(|previous| previous.instance_id == entry.instance_id);
         check_sequence(run, same_instance, &entry);
         check_batch(run, &entry, batches);
-        previous = Some(Previous { instance_id: entry.instance_id.clone(), seq: entry.seq, entry_hash: entry.entry_hash.clone() });
+        previous = Some(Previous {
+            instance_id: entry.instance_id.clone(),
+            seq: entry.seq,
+            entry_hash: entry.entry_hash.clone(),
+        });
     }
     Ok(())
 }
@@ -133,7 +173,10 @@ fn entry_finding(kind: FindingKind, entry: &LedgerEntryRow, detail: String) -> F
 fn check_hash(run: &mut Run<'_>, entry: &LedgerEntryRow) {
     let recomputed = entry_hash(entry);
     if recomputed != entry.entry_hash {
-        let detail = format!("the entry's columns hash to {recomputed}, not to its EntryHash {}", entry.entry_hash);
+        let detail = format!(
+            "the entry's columns hash to {recomputed}, not to its EntryHash {}",
+            entry.entry_hash
+        );
         run.push(entry_finding(FindingKind::EntryModified, entry, detail));
     }
 }
@@ -151,7 +194,11 @@ fn check_sequence(run: &mut Run<'_>, previous: Option<&Previous>, entry: &Ledger
         return;
     }
     if entry.seq > expected_seq {
-        let detail = format!("entries {expected_seq} to {} of instance {} are not stored", entry.seq - 1, entry.instance_id);
+        let detail = format!(
+            "entries {expected_seq} to {} of instance {} are not stored",
+            entry.seq - 1,
+            entry.instance_id
+        );
         let finding = Finding {
             instance_id: entry.instance_id.clone(),
             seq: Some(expected_seq),
@@ -166,32 +213,61 @@ fn check_sequence(run: &mut Run<'_>, previous: Option<&Previous>, entry: &Ledger
         None => return,
     };
     if entry.prev_entry_hash != expected_prev {
-        let detail = format!("PrevEntryHash {} is not the previous entry's hash {expected_prev}", entry.prev_entry_hash);
+        let detail = format!(
+            "PrevEntryHash {} is not the previous entry's hash {expected_prev}",
+            entry.prev_entry_hash
+        );
         run.push(entry_finding(FindingKind::EntryModified, entry, detail));
     }
 }
 
 /// Compares a batch entry with the batch recomputed from the stored rows.
-fn check_batch(run: &mut Run<'_>, entry: &LedgerEntryRow, batches: &mut BTreeMap<BatchKey, StoredBatch>) {
+fn check_batch(
+    run: &mut Run<'_>,
+    entry: &LedgerEntryRow,
+    batches: &mut BTreeMap<BatchKey, StoredBatch>,
+) {
     if entry.kind == SEGMENT_KIND {
         return;
     }
-    let Some(table) = BATCH_TABLES.iter().copied().find(|table| *table == entry.kind) else {
+    let Some(table) = BATCH_TABLES
+        .iter()
+        .copied()
+        .find(|table| *table == entry.kind)
+    else {
         let detail = format!("unknown entry kind {:?}", entry.kind);
         run.push(entry_finding(FindingKind::EntryModified, entry, detail));
         return;
     };
     let stored = batches.remove(&(table, entry.instance_id.clone(), entry.seq));
-    let (rows, hash) = stored.map(|batch| (batch.rows, batch.hash)).unwrap_or((0, String::new()));
-    let finding = |kind, detail| Finding { table, ..entry_finding(kind, entry, detail) };
+    let (rows, hash) = stored
+        .map(|batch| (batch.rows, batch.hash))
+        .unwrap_or((0, String::new()));
+    let finding = |kind, detail| Finding {
+        table,
+        ..entry_finding(kind, entry, detail)
+    };
     if rows < entry.row_count {
-        let detail = format!("{} of the {} rows of this batch are not stored", entry.row_count - rows, entry.row_count);
-        run.missing(finding(FindingKind::RowMissing, detail), Some(entry.received_at));
+        let detail = format!(
+            "{} of the {} rows of this batch are not stored",
+            entry.row_count - rows,
+            entry.row_count
+        );
+        run.missing(
+            finding(FindingKind::RowMissing, detail),
+            Some(entry.received_at),
+        );
     } else if rows > entry.row_count {
-        let detail = format!("the batch holds {rows} rows, but {} were written", entry.row_count);
+        let detail = format!(
+            "the batch holds {rows} rows, but {} were written",
+            entry.row_count
+        );
         run.push(finding(FindingKind::RowInserted, detail));
     } else if rows > 0 && hash != entry.chain_head {
-        let detail = format!("the batch's rows hash to {hash}, not to the sealed {}: a row was changed", entry.chain_head);
+        let detail = format!(
+            "the batch's rows hash to {hash}, not to the sealed {}: a row was changed",
+            entry.chain_head
+        );
         run.push(finding(FindingKind::RowModified, detail));
     }
     run.report.batches_checked += 1;

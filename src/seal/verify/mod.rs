@@ -12,8 +12,8 @@
 //!   names, and the checkpoint files against ClickHouse.
 //!
 //! Rows are streamed with the `clickhouse` crate's cursor, sorted by
-//! workflow and step, so memory holds one workflow's hashes at a time (plus
-//! one small record per checkpoint and per batch).
+//! workflow and step, so memory contains one workflow's hashes at a time,
+//! plus one small record per checkpoint and per batch.
 //!
 //! A missing row, entry or checkpoint is reported as `expired` instead of
 //! missing when the retention is set and something written no earlier than
@@ -39,7 +39,7 @@ use crate::clickhouse::StoreError;
 /// finding, so a deleted million-row workflow does not flood the report.
 pub const MAX_FINDINGS_PER_WORKFLOW: usize = 100;
 
-/// What to verify.
+/// The scope and inputs of a verification run.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Start of the period (inclusive), Unix nanoseconds of `ReceivedAt`.
@@ -82,7 +82,7 @@ impl FindingKind {
         }
     }
 
-    /// Whether the finding means the trail does not verify.
+    /// Returns whether the finding means the trail does not verify.
     pub fn is_failure(self) -> bool {
         self != FindingKind::Expired
     }
@@ -126,7 +126,7 @@ impl Finding {
         }
     }
 
-    /// The ids as `name=value` pairs, for the table output.
+    /// Formats the ids as `name=value` pairs, for the table output.
     pub fn ids(&self) -> String {
         let mut ids = Vec::new();
         let mut push = |name: &str, value: String| {
@@ -137,15 +137,23 @@ impl Finding {
         push("workflow", self.workflow_id.clone());
         push("root", self.root_span_id.clone());
         push("span", self.span_id.clone());
-        push("step", self.step_index.map(|index| index.to_string()).unwrap_or_default());
+        push(
+            "step",
+            self.step_index
+                .map(|index| index.to_string())
+                .unwrap_or_default(),
+        );
         push("instance", self.instance_id.clone());
-        push("seq", self.seq.map(|seq| seq.to_string()).unwrap_or_default());
+        push(
+            "seq",
+            self.seq.map(|seq| seq.to_string()).unwrap_or_default(),
+        );
         push("key", self.key_id.clone());
         ids.join(" ")
     }
 }
 
-/// What a verification run found and how much it checked.
+/// The findings of a verification run and how much it checked.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub findings: Vec<Finding>,
@@ -160,9 +168,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether nothing failed.
+    /// Returns whether nothing failed.
     pub fn is_clean(&self) -> bool {
-        !self.findings.iter().any(|finding| finding.kind.is_failure())
+        !self
+            .findings
+            .iter()
+            .any(|finding| finding.kind.is_failure())
     }
 
     /// Findings by kind name.
@@ -176,7 +187,11 @@ impl Report {
 
     /// Rows per second over the whole run.
     pub fn rows_per_second(&self) -> f64 {
-        if self.elapsed_seconds > 0.0 { self.rows_checked as f64 / self.elapsed_seconds } else { 0.0 }
+        if self.elapsed_seconds > 0.0 {
+            self.rows_checked as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        }
     }
 }
 
@@ -216,7 +231,11 @@ impl Run<'_> {
     /// older than the retention allows.
     pub fn missing(&mut self, mut finding: Finding, received_at: Option<i64>) {
         if self.is_expired(received_at) {
-            finding.detail = format!("{} (removed by retention: {})", finding.detail, finding.kind.name());
+            finding.detail = format!(
+                "{} (removed by retention: {})",
+                finding.detail,
+                finding.kind.name()
+            );
             finding.kind = FindingKind::Expired;
         }
         self.report.findings.push(finding);
@@ -226,7 +245,9 @@ impl Run<'_> {
         let (Some(retention), Some(received_at)) = (self.options.retention, received_at) else {
             return false;
         };
-        let cutoff = self.now.saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64);
+        let cutoff = self
+            .now
+            .saturating_sub(retention.as_nanos().min(i64::MAX as u128) as i64);
         received_at < cutoff
     }
 
@@ -239,12 +260,18 @@ impl Run<'_> {
     pub fn period(&self, column: &str) -> String {
         let mut parts = Vec::new();
         if let Some(from) = self.options.from {
-            parts.push(format!("{column} >= fromUnixTimestamp64Nano(toInt64({from}))"));
+            parts.push(format!(
+                "{column} >= fromUnixTimestamp64Nano(toInt64({from}))"
+            ));
         }
         if let Some(to) = self.options.to {
             parts.push(format!("{column} < fromUnixTimestamp64Nano(toInt64({to}))"));
         }
-        if parts.is_empty() { "1".to_owned() } else { parts.join(" AND ") }
+        if parts.is_empty() {
+            "1".to_owned()
+        } else {
+            parts.join(" AND ")
+        }
     }
 
     pub fn has_period(&self) -> bool {
@@ -253,9 +280,19 @@ impl Run<'_> {
 }
 
 /// Verifies what `options` selects.
-pub async fn run(client: &clickhouse::Client, options: &Options, progress: &mut dyn Progress) -> Result<Report, VerifyError> {
+pub async fn run(
+    client: &clickhouse::Client,
+    options: &Options,
+    progress: &mut dyn Progress,
+) -> Result<Report, VerifyError> {
     let started = Instant::now();
-    let mut run = Run { client, options, report: Report::default(), progress, now: crate::now_unix_nano() };
+    let mut run = Run {
+        client,
+        options,
+        report: Report::default(),
+        progress,
+        now: crate::now_unix_nano(),
+    };
     run.report.signatures_checked = !options.keys.is_empty();
     chains::verify(&mut run).await?;
     entries::verify(&mut run).await?;
@@ -287,7 +324,8 @@ pub struct VerifyRunRow {
 }
 
 impl VerifyRunRow {
-    /// The record of a run that started at `started_at` (Unix nanoseconds).
+    /// Builds the record of a run that started at `started_at` (Unix
+    /// nanoseconds).
     pub fn new(options: &Options, report: &Report, instance_id: &str, started_at: i64) -> Self {
         let finished_at = crate::now_unix_nano();
         VerifyRunRow {
@@ -298,12 +336,21 @@ impl VerifyRunRow {
             period_from: options.from,
             period_to: options.to,
             workflow_id: options.workflow.clone().unwrap_or_default(),
-            result: if report.is_clean() { "clean" } else { "findings" }.to_owned(),
+            result: if report.is_clean() {
+                "clean"
+            } else {
+                "findings"
+            }
+            .to_owned(),
             rows_checked: report.rows_checked,
             entries_checked: report.entries_checked,
             checkpoints_checked: report.checkpoints_checked,
             findings: report.findings.len() as u64,
-            finding_counts: report.counts().into_iter().map(|(kind, count)| (kind.to_owned(), count)).collect(),
+            finding_counts: report
+                .counts()
+                .into_iter()
+                .map(|(kind, count)| (kind.to_owned(), count))
+                .collect(),
             key_ids: options.keys.iter().map(|key| key.key_id.clone()).collect(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
@@ -313,13 +360,16 @@ impl VerifyRunRow {
 /// Records a run in `agent_verify_runs`.
 pub async fn record(client: &clickhouse::Client, row: &VerifyRunRow) -> Result<(), StoreError> {
     use crate::clickhouse::classify;
-    let mut insert = client.insert::<VerifyRunRow>("agent_verify_runs").await.map_err(classify)?;
+    let mut insert = client
+        .insert::<VerifyRunRow>("agent_verify_runs")
+        .await
+        .map_err(classify)?;
     insert.write(row).await.map_err(classify)?;
     insert.end().await.map_err(classify)
 }
 
-/// A string literal for SQL; ids are validated hex before they get here,
-/// so this only guards against mistakes.
+/// Quotes a string literal for SQL. Ids are validated hex before they get
+/// here, so the escaping only guards against mistakes.
 pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }

@@ -16,10 +16,14 @@ impl<T: RowOwned + RowRead> Peekable<T> {
     /// Streams the rows of `sql` (which must order them by the key).
     pub fn new(client: &clickhouse::Client, sql: &str) -> Result<Self, StoreError> {
         let cursor = client.query(sql).fetch::<T>().map_err(classify)?;
-        Ok(Peekable { cursor, head: None, done: false })
+        Ok(Peekable {
+            cursor,
+            head: None,
+            done: false,
+        })
     }
 
-    /// The next row without taking it.
+    /// Returns the next row without taking it.
     pub async fn peek(&mut self) -> Result<Option<&T>, StoreError> {
         if self.head.is_none() && !self.done {
             self.head = self.cursor.next().await.map_err(classify)?;
@@ -29,15 +33,19 @@ impl<T: RowOwned + RowRead> Peekable<T> {
     }
 
     /// Takes every next row whose key equals `key`.
-    pub async fn take_while<K: PartialEq>(&mut self, key: &K, key_of: impl Fn(&T) -> K) -> Result<Vec<T>, StoreError> {
-        let mut taken = Vec::new();
+    pub async fn take_while<K: PartialEq>(
+        &mut self,
+        key: &K,
+        key_of: impl Fn(&T) -> K,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut group = Vec::new();
         while let Some(row) = self.peek().await? {
             if key_of(row) != *key {
                 break;
             }
-            taken.extend(self.head.take());
+            group.extend(self.head.take());
         }
-        Ok(taken)
+        Ok(group)
     }
 
     /// Takes the next row.
