@@ -387,3 +387,62 @@ pub fn row_hash(prev_hash: &str, encoding: &[u8]) -> String {
     hasher.update(encoding);
     hex::encode(hasher.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_length_prefixed() {
+        let encode = |first: &str, second: &str| {
+            let mut encoder = Encoder::new("t");
+            encoder.str(first);
+            encoder.str(second);
+            encoder.finish()
+        };
+        assert_ne!(encode("ab", "c"), encode("a", "bc"));
+        assert_ne!(encode("", "x"), encode("x", ""));
+    }
+
+    #[test]
+    fn null_differs_from_zero() {
+        let encode = |value: Option<i64>| {
+            let mut encoder = Encoder::new("t");
+            encoder.opt_i64(value);
+            encoder.finish()
+        };
+        assert_ne!(encode(None), encode(Some(0)));
+    }
+
+    #[test]
+    fn map_entries_keep_their_pairing() {
+        let encode = |pairs: &[(&str, &str)]| {
+            let mut encoder = Encoder::new("t");
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            encoder.pairs(&pairs);
+            encoder.finish()
+        };
+        assert_ne!(
+            encode(&[("a", "b"), ("c", "d")]),
+            encode(&[("a", "bc"), ("", "d")])
+        );
+        assert_ne!(encode(&[("a", "b")]), encode(&[("a", "b"), ("", "")]));
+    }
+
+    #[test]
+    fn row_hash_depends_on_previous_hash() {
+        let encoding = b"row";
+        let first = row_hash(&"00".repeat(32), encoding);
+        let second = row_hash(&"01".repeat(32), encoding);
+        assert_ne!(first, second);
+        assert_eq!(first.len(), 64);
+        assert_eq!(
+            first,
+            row_hash(&"00".repeat(32), encoding),
+            "hashing is deterministic"
+        );
+    }
+}
