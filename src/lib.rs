@@ -1,11 +1,12 @@
 //! agent-ledger: an OTLP receiver that turns AI-agent spans into a validated,
 //! causally linked audit trail in ClickHouse.
 //!
-//! The pipeline, one module per stage: [`receiver`] (OTLP, per-span checks)
-//! → [`assembler`] (workflows) → [`validate`] (policy) → [`link`] (step
-//! order and causes) → [`clickhouse`] (batched, deduplicated inserts).
-//! [`serve`] wires them together. [`evidence`] runs the auditors' queries
-//! over the stored trail.
+//! The pipeline, one module per stage: [`receiver`] (OTLP, per-span checks,
+//! [`redact`]ion of secrets) → [`spool`] (durable log) → [`assembler`]
+//! (workflows) → [`validate`] (policy, credential checks) → [`link`] (step
+//! order and causes) → [`seal`] (hash chains, ledger, checkpoints) →
+//! [`clickhouse`] (batched, deduplicated inserts). [`serve`] wires them
+//! together. [`evidence`] runs the auditors' queries over the stored trail.
 
 pub mod admin;
 pub mod assembler;
@@ -19,6 +20,8 @@ pub mod otlp;
 pub mod preset;
 pub mod quarantine;
 pub mod receiver;
+pub mod redact;
+pub mod seal;
 pub mod serve;
 pub mod span;
 pub mod spool;

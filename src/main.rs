@@ -3,11 +3,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = agent_ledger::cli::Cli::parse();
+    let failure = cli.command.failure_code();
     match agent_ledger::cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            failure
         }
     }
 }

@@ -33,6 +33,12 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A label set with one `kind` label (a kind of redacted secret).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
 /// Every metric the receiver exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -57,6 +63,7 @@ pub struct Metrics {
     pub spool_fsyncs: Gauge,
     pub spool_replayed_records: Counter,
     pub spool_compacted_spans: Counter,
+    pub secrets_redacted: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -168,8 +175,22 @@ impl Metrics {
             "Waiting spans copied forward so that old segments can be deleted",
             self.spool_compacted_spans.clone(),
         );
+        registry.register(
+            "secrets_redacted",
+            "Secrets replaced with [REDACTED:<kind>] in received spans, by kind",
+            self.secrets_redacted.clone(),
+        );
         for reason in Reason::ALL {
             self.rejected(reason);
+        }
+    }
+
+    /// Counts the redactions of one request.
+    pub fn count_redactions(&self, redactions: &crate::redact::Redactions) {
+        for (kind, count) in &redactions.by_kind {
+            self.secrets_redacted
+                .get_or_create(&KindLabel { kind: kind.clone() })
+                .inc_by(*count);
         }
     }
 

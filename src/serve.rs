@@ -75,8 +75,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     metrics.register(&mut registry);
 
     let (spool, records) = open_spool(&config, &metrics)?;
-    let (sink, sink_handle, sink_queue) =
-        Sink::new(client.clone(), config.clickhouse.clone(), metrics.clone());
+    let ledger = crate::seal::ledger::Ledger::open(&client, &config.seal)
+        .await
+        .context("cannot start the ledger")?;
+    let (sink, sink_handle, sink_queue) = Sink::new(
+        client.clone(),
+        config.clickhouse.clone(),
+        metrics.clone(),
+        ledger,
+    );
     let sink_task = tokio::spawn(sink.with_spool(spool.clone()).run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
@@ -105,10 +112,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         replayed,
     ));
 
-    let receiver = Arc::new(
-        Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
-            .with_spool(spool.clone()),
-    );
+    let redactor = crate::redact::Redactor::new(&config.redact).map_err(anyhow::Error::msg)?;
+    let receiver = Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
+        .with_spool(spool.clone())
+        .with_redactor(Arc::new(redactor));
+    let receiver = Arc::new(receiver);
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;

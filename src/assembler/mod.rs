@@ -28,7 +28,7 @@ use crate::preset::{Resolver, StepKind};
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
-use crate::validate::{self, Policy, Status, Verdict};
+use crate::validate::{self, Credential, Policy, Status, StepCheck, Verdict};
 use crate::workflow::{Step, Workflow, sort_steps};
 
 use state::{MetaState, SpanMeta, TraceState};
@@ -65,7 +65,13 @@ pub struct Sealed {
     pub workflow: Workflow,
     pub verdict: Arc<Verdict>,
     pub links: Vec<StepLinks>,
+    /// Credential checks of each step, in step order.
+    pub checks: Vec<StepCheck>,
     pub storage: Storage,
+    /// The `agent_spans` rows, chained by [`crate::seal::seal`].
+    pub span_rows: Vec<crate::clickhouse::rows::SpanRow>,
+    /// The chain after this segment; set by [`crate::seal::seal`].
+    pub chain: Option<crate::seal::Chain>,
 }
 
 /// What the assembler hands to the sink.
@@ -199,6 +205,7 @@ impl Assembler {
             return;
         }
         intake.accepted += 1;
+        trace.note_issuance(&span);
         let facts = self.resolver.resolve(&span);
         trace
             .meta
@@ -226,6 +233,7 @@ impl Assembler {
                 continue;
             }
             missing.retain(|span_id| *span_id != span.span_id);
+            trace.note_issuance(&span);
             let facts = self.resolver.resolve(&span);
             if let Some(meta) = trace.meta.get_mut(&span.span_id) {
                 meta.state = MetaState::Pending;
@@ -393,16 +401,25 @@ impl Assembler {
     }
 }
 
-/// Seals one workflow: validates it (unless the verdict is given) and links
-/// its steps.
+/// Seals one workflow: validates it (unless the verdict is given), checks
+/// each step's credential against the root's and the trace's issuance
+/// records (`issued`), and links its steps. The hash chain is added when it
+/// is emitted, once its storage is final.
 fn seal(
     workflow: Workflow,
     verdict: Option<Verdict>,
     written: &HashSet<SpanId>,
     policy: &Policy,
+    issued: &[Credential],
 ) -> Sealed {
     let verdict = Arc::new(verdict.unwrap_or_else(|| validate::evaluate(&workflow, policy)));
     let links = link::link(&workflow, written);
+    let checks = validate::check_steps(
+        &workflow,
+        &verdict.summary.credential,
+        issued,
+        &policy.tools,
+    );
     let storage = match verdict.status {
         Status::Valid => Storage::Spans,
         Status::Rejected => Storage::Quarantine(Reason::PolicyRejected, verdict.reasons.join("; ")),
@@ -414,7 +431,10 @@ fn seal(
         workflow,
         verdict,
         links,
+        checks,
         storage,
+        span_rows: Vec::new(),
+        chain: None,
     }
 }
 

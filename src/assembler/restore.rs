@@ -238,6 +238,12 @@ impl Assembler {
                 revision: row.revision,
                 segment: row.segment,
                 next_step_index: next_step,
+                chain: Some(crate::seal::Chain {
+                    header_hash: row.header_hash.clone(),
+                    head: row.chain_head.clone(),
+                    row_count: row.row_count,
+                    violation_count: row.violation_count,
+                }),
             },
         );
     }

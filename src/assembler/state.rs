@@ -9,7 +9,7 @@ use crate::quarantine::Reason;
 use crate::receiver::convert::{RequestContext, span_from_raw};
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
-use crate::validate::{self, Policy, Status, Verdict};
+use crate::validate::{self, Credential, Policy, Status, Verdict};
 use crate::workflow::Workflow;
 
 use super::{Emitted, Limits, Sealed, Storage, build_steps, seal};
@@ -69,6 +69,8 @@ pub struct WrittenWorkflow {
     pub revision: u32,
     pub segment: u32,
     pub next_step_index: u32,
+    /// The hash chain so far, which a late segment continues.
+    pub chain: Option<crate::seal::Chain>,
 }
 
 /// Where a span belongs.
@@ -183,6 +185,8 @@ pub struct TraceState {
     pub recall_in_flight: bool,
     pub recall_due: Option<Instant>,
     pub recall_attempts: u32,
+    /// Credentials that issuance records in the trace describe.
+    pub issued: Vec<Credential>,
 }
 
 impl TraceState {
@@ -198,6 +202,17 @@ impl TraceState {
             recall_in_flight: false,
             recall_due: None,
             recall_attempts: 0,
+            issued: Vec::new(),
+        }
+    }
+
+    /// Remembers the credential `span` describes when it is an issuance
+    /// record.
+    pub fn note_issuance(&mut self, span: &Span) {
+        if let Some(credential) = validate::issuance(span)
+            && !self.issued.iter().any(|known| known.id == credential.id)
+        {
+            self.issued.push(credential);
         }
     }
 
@@ -455,9 +470,14 @@ impl Completion<'_> {
             first_step_index: 0,
             prior: None,
         };
-        let sealed = seal(workflow, None, &HashSet::new(), self.policy);
-        self.record_written(root, &sealed);
-        out.push(Emitted::Workflow(Box::new(sealed)));
+        let sealed = seal(
+            workflow,
+            None,
+            &HashSet::new(),
+            self.policy,
+            &self.trace.issued,
+        );
+        self.emit(root, sealed, out);
         true
     }
 
@@ -515,8 +535,26 @@ impl Completion<'_> {
             .filter(|(_, meta)| meta.state == MetaState::Written)
             .map(|(span_id, _)| *span_id)
             .collect();
-        let mut sealed = seal(workflow, Some(verdict), &known, self.policy);
+        let mut sealed = seal(
+            workflow,
+            Some(verdict),
+            &known,
+            self.policy,
+            &self.trace.issued,
+        );
         sealed.storage = written.storage.clone();
+        self.emit(root, sealed, out);
+    }
+
+    /// Chains the rows of `sealed` onto what was written of `root` before,
+    /// records it as written, and hands it on.
+    fn emit(&mut self, root: SpanId, mut sealed: Sealed, out: &mut Vec<Emitted>) {
+        let prior = self
+            .trace
+            .written
+            .get(&root)
+            .and_then(|written| written.chain.clone());
+        crate::seal::seal(&mut sealed, prior.as_ref());
         self.record_written(root, &sealed);
         out.push(Emitted::Workflow(Box::new(sealed)));
     }
@@ -536,6 +574,7 @@ impl Completion<'_> {
                 revision: workflow.revision,
                 segment: workflow.segment,
                 next_step_index: workflow.first_step_index + workflow.steps.len() as u32,
+                chain: sealed.chain.clone(),
             },
         );
     }
@@ -566,11 +605,16 @@ impl Completion<'_> {
             prior: None,
         };
         let verdict = validate::no_root_verdict(&workflow);
-        let mut sealed = seal(workflow, Some(verdict), &HashSet::new(), self.policy);
+        let mut sealed = seal(
+            workflow,
+            Some(verdict),
+            &HashSet::new(),
+            self.policy,
+            &self.trace.issued,
+        );
         sealed.storage =
             Storage::Quarantine(Reason::NoWorkflowRoot, validate::NO_ROOT_REASON.to_owned());
-        self.record_written(top, &sealed);
-        out.push(Emitted::Workflow(Box::new(sealed)));
+        self.emit(top, sealed, out);
     }
 
     fn complete_missing(
@@ -636,8 +680,11 @@ fn write_incomplete(
     debug_assert_eq!(verdict.status, Status::Incomplete);
     let sealed = Sealed {
         links: Vec::new(),
+        checks: Vec::new(),
         verdict: Arc::new(verdict),
         storage: Storage::Quarantine(reason, detail),
+        span_rows: Vec::new(),
+        chain: None,
         workflow,
     };
     out.push(Emitted::Workflow(Box::new(sealed)));

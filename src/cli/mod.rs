@@ -1,9 +1,13 @@
-//! The command line: `serve`, `schema`, `workflow`, `evidence`, `config`.
+//! The command line: `serve`, `schema`, `workflow`, `evidence`, `verify`,
+//! `keygen`, `config`.
 
 mod evidence;
+mod verify;
 mod workflow;
 
 use std::path::PathBuf;
+
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -54,16 +58,52 @@ pub enum Command {
         #[command(subcommand)]
         command: evidence::EvidenceCommand,
     },
+    /// Recompute the hash chains, ledger entries and checkpoint signatures
+    /// from ClickHouse. Exit status 0 when everything verifies, 1 when
+    /// anything does not, 2 when verification could not run.
+    Verify(verify::VerifyArgs),
+    /// Generate an Ed25519 key pair for signing ledger checkpoints: the
+    /// private key (PKCS#8 PEM, mode 0600) at FILE, the public key (SPKI
+    /// PEM) at FILE.pub.
+    Keygen {
+        /// Private key file to create; it must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
     Config,
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+impl Command {
+    /// Returns the exit status for a command that fails before it produced
+    /// one.
+    pub fn failure_code(&self) -> ExitCode {
+        match self {
+            Command::Verify(_) => ExitCode::from(verify::EXIT_COULD_NOT_RUN),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Runs the parsed command line; returns the exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Keygen { out } = &cli.command {
+        verify::keygen(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(cli.config.as_deref()).context("invalid configuration")?;
     init_logging(&config);
-    match cli.command {
+    if let Command::Verify(args) = cli.command {
+        return Ok(verify::run(&config, args).await);
+    }
+    run_other(config, cli.command)
+        .await
+        .map(|()| ExitCode::SUCCESS)
+}
+
+async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve => crate::serve::run(config).await,
         Command::Schema { apply, cluster } => schema(&config, apply, cluster).await,
         Command::Evidence { command } => evidence::run(&config, command).await,
@@ -72,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.to_yaml());
             Ok(())
         }
+        Command::Verify(_) | Command::Keygen { .. } => unreachable!("handled in run"),
     }
 }
 

@@ -1,5 +1,9 @@
 //! Row types of the ClickHouse tables and their construction from sealed
 //! workflows and quarantined spans.
+//!
+//! `LedgerInstanceId` and `LedgerSeq` on verdict, quarantine and credential
+//! rows name the ledger entry that covers the row's batch; the sink fills
+//! them when it writes the batch.
 
 use base64::Engine;
 use clickhouse::Row;
@@ -9,8 +13,9 @@ use crate::assembler::{Sealed, Storage};
 use crate::link::StepLinks;
 use crate::preset::StepKind;
 use crate::quarantine::RejectedSpan;
+use crate::seal::encoding::Header;
 use crate::span::{Link, span_kind_name, status_code_name};
-use crate::validate::Credential;
+use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
 type Pairs = Vec<(String, String)>;
@@ -121,6 +126,8 @@ pub struct WorkflowRow {
     pub sender: String,
     pub received_at: i64,
     pub written_at: i64,
+    pub ledger_instance_id: String,
+    pub ledger_seq: u64,
 }
 
 /// A row of `agent_rejected_spans`.
@@ -148,6 +155,65 @@ pub struct RejectedRow {
     pub received_at: i64,
     /// Base64 of the protobuf `ResourceSpans` holding only this span.
     pub raw_span: String,
+    pub ledger_instance_id: String,
+    pub ledger_seq: u64,
+}
+
+/// A row of `agent_credentials`: one credential issuance record.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CredentialRow {
+    pub credential_id: String,
+    pub workflow_id: String,
+    /// The issuance span.
+    pub span_id: String,
+    pub issuer: String,
+    pub scopes: Vec<String>,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    /// `service.name` of the service that emitted the issuance span.
+    pub issuer_service: String,
+    pub sender: String,
+    pub received_at: i64,
+    pub ledger_instance_id: String,
+    pub ledger_seq: u64,
+}
+
+/// A row of `agent_ledger_entries`.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LedgerEntryRow {
+    pub instance_id: String,
+    pub seq: u64,
+    /// `segment` for a sealed workflow segment, else the table whose batch
+    /// the entry covers.
+    pub kind: String,
+    pub workflow_id: String,
+    pub root_span_id: String,
+    pub segment: u32,
+    /// The chain head after the segment, or the batch hash.
+    pub chain_head: String,
+    /// Rows of the chain so far, or rows of the batch.
+    pub row_count: u32,
+    pub prev_entry_hash: String,
+    pub entry_hash: String,
+    pub received_at: i64,
+}
+
+/// A row of `agent_ledger_checkpoints`.
+#[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckpointRow {
+    pub instance_id: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub last_entry_hash: String,
+    pub signed_at: i64,
+    /// First 16 hex digits of the SHA-256 of the public key's DER; empty
+    /// when unsigned.
+    pub key_id: String,
+    /// Base64 of the 64-byte Ed25519 signature; empty when unsigned.
+    pub signature: String,
 }
 
 impl RejectedRow {
@@ -177,6 +243,8 @@ impl RejectedRow {
             sender: span.sender,
             received_at: span.received_at_unix_nano,
             raw_span: base64::engine::general_purpose::STANDARD.encode(&span.raw_span),
+            ledger_instance_id: String::new(),
+            ledger_seq: 0,
         }
     }
 
@@ -194,19 +262,28 @@ pub struct WorkflowRows {
     pub spans: Vec<SpanRow>,
     pub rejected: Vec<RejectedRow>,
     pub workflow: Option<WorkflowRow>,
+    pub credentials: Vec<CredentialRow>,
 }
 
-/// Builds the rows of a sealed workflow: span rows (or quarantine rows) and
-/// the verdict row.
-pub fn workflow_rows(sealed: &Sealed, written_at: i64) -> WorkflowRows {
+/// Builds the rows of a sealed workflow: its sealed span rows (or
+/// quarantine rows), the verdict row and the credential issuance records.
+pub fn workflow_rows(mut sealed: Sealed, written_at: i64) -> WorkflowRows {
     let mut rows = WorkflowRows::default();
     match &sealed.storage {
         Storage::Spans => {
-            for (step, links) in sealed.workflow.steps.iter().zip(&sealed.links) {
-                if !step.span.already_stored {
-                    rows.spans.push(span_row(sealed, step, links));
-                }
-            }
+            debug_assert!(
+                sealed.chain.is_some(),
+                "span rows are built and chained by the sealer"
+            );
+            // Rows of replayed spans that ClickHouse already holds are
+            // chained again, so that the head matches, but not written.
+            let span_rows = std::mem::take(&mut sealed.span_rows);
+            rows.spans = span_rows
+                .into_iter()
+                .zip(&sealed.workflow.steps)
+                .filter(|(_, step)| !step.span.already_stored)
+                .map(|(row, _)| row)
+                .collect();
         }
         Storage::Quarantine(reason, detail) => {
             for step in sealed
@@ -220,18 +297,51 @@ pub fn workflow_rows(sealed: &Sealed, written_at: i64) -> WorkflowRows {
             }
         }
     }
-    rows.workflow = Some(workflow_row(sealed, written_at));
+    if sealed.verdict.status != Status::Incomplete {
+        rows.credentials = credential_rows(&sealed);
+    }
+    rows.workflow = Some(workflow_row(&sealed, written_at));
     rows
 }
 
-fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks) -> SpanRow {
+/// The `agent_spans` rows of a workflow segment, in step order, not yet
+/// chained.
+pub fn span_rows(sealed: &Sealed) -> Vec<SpanRow> {
+    let steps = sealed.workflow.steps.iter().zip(&sealed.links);
+    steps
+        .enumerate()
+        .map(|(index, (step, links))| span_row(sealed, step, links, sealed.checks.get(index)))
+        .collect()
+}
+
+/// `HeaderHash` of the workflow, from the header columns its verdict row
+/// stores.
+pub fn header_hash(sealed: &Sealed) -> String {
+    let row = workflow_row(sealed, 0);
+    Header::of(&row).hash()
+}
+
+fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&StepCheck>) -> SpanRow {
     let span = &step.span;
     let verdict = &sealed.verdict;
     let summary = &verdict.summary;
     let workflow = &sealed.workflow;
-    let credential = Credential::of(span)
-        .filter(|_| step.kind != StepKind::Root)
-        .unwrap_or_else(|| summary.credential.clone());
+    let unchecked;
+    let check = match check {
+        Some(check) => check,
+        None => {
+            let credential = Credential::of(span)
+                .filter(|_| step.kind != StepKind::Root)
+                .unwrap_or_else(|| summary.credential.clone());
+            unchecked = StepCheck {
+                credential,
+                ..StepCheck::default()
+            };
+            &unchecked
+        }
+    };
+    let credential = check.credential.clone();
+    let redacted_kinds = crate::redact::redacted_kinds(span);
     let mut all_links: Vec<&Link> = span.links.iter().collect();
     let caused_by: Vec<Link> = links
         .causes
@@ -319,10 +429,14 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks) -> SpanRow {
         workflow_credential_id: summary.credential.id.clone(),
         tool_name: step.facts.tool_name.clone().unwrap_or_default(),
         tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
-        violations: Vec::new(),
-        redacted_count: 0,
-        redacted_kinds: Vec::new(),
-        write_action: 0,
+        violations: check
+            .violations
+            .iter()
+            .map(|violation| violation.code().to_owned())
+            .collect(),
+        redacted_count: redacted_kinds.len() as u32,
+        redacted_kinds,
+        write_action: u8::from(check.write_action),
         sender: span.sender.to_string(),
         received_at: span.received_at_unix_nano,
         late: u8::from(workflow.is_late()),
@@ -358,7 +472,8 @@ fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
     let first = workflow.steps.first().map(|step| &step.span);
     let anchor = root.or(first);
     let credential = &summary.credential;
-    WorkflowRow {
+    let chain = sealed.chain.clone().unwrap_or_default();
+    let mut row = WorkflowRow {
         workflow_id: workflow.trace_id.to_hex(),
         root_span_id: workflow.root_span_id.to_hex(),
         revision: workflow.revision,
@@ -388,10 +503,10 @@ fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
         credential_expires_at: credential.expires_at_unix_nano,
         step_count: summary.step_count,
         tools_used: summary.tools_used.clone(),
-        violation_count: 0,
-        row_count: workflow.steps.len() as u32,
+        violation_count: chain.violation_count,
+        row_count: chain.row_count,
         header_hash: String::new(),
-        chain_head: String::new(),
+        chain_head: chain.head,
         sender: anchor
             .map(|span| span.sender.to_string())
             .unwrap_or_default(),
@@ -399,5 +514,36 @@ fn workflow_row(sealed: &Sealed, written_at: i64) -> WorkflowRow {
             .map(|span| span.received_at_unix_nano)
             .unwrap_or(written_at),
         written_at,
-    }
+        ledger_instance_id: String::new(),
+        ledger_seq: 0,
+    };
+    row.header_hash = Header::of(&row).hash();
+    row
+}
+
+/// Issuance records among the workflow's steps.
+fn credential_rows(sealed: &Sealed) -> Vec<CredentialRow> {
+    let workflow_id = sealed.workflow.trace_id.to_hex();
+    sealed
+        .workflow
+        .steps
+        .iter()
+        .filter_map(|step| {
+            let credential = crate::validate::issuance(&step.span)?;
+            Some(CredentialRow {
+                credential_id: credential.id,
+                workflow_id: workflow_id.clone(),
+                span_id: step.span.span_id.to_hex(),
+                issuer: credential.issuer,
+                scopes: credential.scopes,
+                issued_at: credential.issued_at_unix_nano,
+                expires_at: credential.expires_at_unix_nano,
+                issuer_service: step.span.resource.service_name.clone(),
+                sender: step.span.sender.to_string(),
+                received_at: step.span.received_at_unix_nano,
+                ledger_instance_id: String::new(),
+                ledger_seq: 0,
+            })
+        })
+        .collect()
 }

@@ -345,7 +345,9 @@ fn agent_workflows() -> Table {
     ChainHead String CODEC(ZSTD(1)),
     Sender LowCardinality(String) CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    WrittenAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))"
+    WrittenAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1))"
             .to_owned(),
         partition_by: Some("toDate(ReceivedAt)"),
         order_by: "(WorkflowId, RootSpanId, Revision)",
@@ -364,6 +366,8 @@ fn agent_rejected_spans() -> Table {
     Sender LowCardinality(String) CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
     RawSpan String CODEC(ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1)),
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1"
         ),
         partition_by: Some("toDate(ReceivedAt)"),
@@ -385,7 +389,9 @@ fn agent_credentials() -> Table {
     ExpiresAt Nullable(DateTime64(9, 'UTC')) CODEC(ZSTD(1)),
     IssuerService LowCardinality(String) CODEC(ZSTD(1)),
     Sender LowCardinality(String) CODEC(ZSTD(1)),
-    ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))"
+    ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    LedgerInstanceId LowCardinality(String) CODEC(ZSTD(1)),
+    LedgerSeq UInt64 CODEC(ZSTD(1))"
             .to_owned(),
         partition_by: Some("toDate(ReceivedAt)"),
         order_by: "(CredentialId, WorkflowId)",
@@ -404,6 +410,7 @@ fn agent_ledger_entries() -> Table {
     RootSpanId String CODEC(ZSTD(1)),
     Segment UInt32 CODEC(ZSTD(1)),
     ChainHead String CODEC(ZSTD(1)),
+    RowCount UInt32 CODEC(ZSTD(1)),
     PrevEntryHash String CODEC(ZSTD(1)),
     EntryHash String CODEC(ZSTD(1)),
     ReceivedAt DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))"

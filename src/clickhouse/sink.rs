@@ -1,7 +1,11 @@
 //! The ClickHouse sink: batches rows per table and writes them with retries.
 //!
-//! Rows are written in a fixed order (spans, quarantined spans, verdicts), so
-//! that a verdict never names spans that are not stored yet. Each batch
+//! Rows are written in a fixed order (spans, quarantined spans, verdicts,
+//! credential issuance records, ledger entries), so that a verdict never
+//! names spans that are not stored yet and a ledger entry never covers rows
+//! that are not stored yet. After each batch of the middle three tables and
+//! for each sealed workflow segment the [`Ledger`] makes an entry. Its
+//! signed checkpoints are written on the sink's timer and at shutdown. Each batch
 //! carries a deterministic `insert_deduplication_token` derived from the
 //! rows' identities, so a batch retried after an ambiguous failure (the
 //! server committed, the client saw an error) is stored once. Retryable
@@ -20,12 +24,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use super::rows::{
+    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, SpanRow, WorkflowRow, workflow_rows,
+};
 use super::{StoreError, classify};
 use crate::assembler::Sealed;
 use crate::config::ClickhouseConfig;
 use crate::metrics::{Metrics, StatusLabel, TableLabel};
 use crate::quarantine::{Reason, RejectedSpan};
+use crate::seal::ledger::{BatchRow, Ledger, SegmentHead};
 use crate::spool::{Location, Spool};
 
 /// Messages for the sink.
@@ -100,6 +107,8 @@ impl SinkRow for SpanRow {
             sender: self.sender.clone(),
             received_at: self.received_at,
             raw_span: String::new(),
+            ledger_instance_id: String::new(),
+            ledger_seq: 0,
         })
     }
 }
@@ -118,6 +127,28 @@ impl SinkRow for WorkflowRow {
         hasher.update(self.workflow_id.as_bytes());
         hasher.update(self.root_span_id.as_bytes());
         hasher.update(self.revision.to_le_bytes());
+    }
+}
+
+impl SinkRow for CredentialRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.credential_id.as_bytes());
+        hasher.update(self.workflow_id.as_bytes());
+        hasher.update(self.span_id.as_bytes());
+    }
+}
+
+impl SinkRow for LedgerEntryRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.instance_id.as_bytes());
+        hasher.update(self.seq.to_le_bytes());
+    }
+}
+
+impl SinkRow for CheckpointRow {
+    fn identity(&self, hasher: &mut Sha256) {
+        hasher.update(self.instance_id.as_bytes());
+        hasher.update(self.last_seq.to_le_bytes());
     }
 }
 
@@ -141,13 +172,21 @@ struct Batches {
     /// Spool locations of the spans behind these rows, released once every
     /// row is written.
     locations: Vec<Location>,
+    credentials: Vec<CredentialRow>,
+    /// Sealed segments of the span rows, for their ledger entries.
+    segments: Vec<SegmentHead>,
     oldest: Option<Instant>,
 }
 
 impl Batches {
     fn len(&self) -> usize {
-        self.spans.len() + self.rejected.len() + self.workflows.len()
+        self.spans.len() + self.rejected.len() + self.workflows.len() + self.credentials.len()
     }
+}
+
+/// The rows one write stored.
+struct Written<T> {
+    stored: Vec<T>,
 }
 
 /// The sink task.
@@ -157,6 +196,7 @@ pub struct Sink {
     metrics: Arc<Metrics>,
     batches: Batches,
     spool: Option<Arc<Spool>>,
+    ledger: Ledger,
 }
 
 impl Sink {
@@ -165,6 +205,7 @@ impl Sink {
         client: clickhouse::Client,
         config: ClickhouseConfig,
         metrics: Arc<Metrics>,
+        ledger: Ledger,
     ) -> (Sink, SinkHandle, mpsc::Receiver<SinkInput>) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let sink = Sink {
@@ -172,6 +213,7 @@ impl Sink {
             config,
             metrics,
             batches: Batches::default(),
+            ledger,
             spool: None,
         };
         (sink, SinkHandle { sender }, receiver)
@@ -193,10 +235,14 @@ impl Sink {
                     Some(input) => self.accept(input).await,
                     None => break,
                 },
-                _ = ticker.tick() => self.flush_if_due().await,
+                _ = ticker.tick() => {
+                    self.flush_if_due().await;
+                    self.checkpoint(false).await;
+                }
             }
         }
         self.flush().await;
+        self.checkpoint(true).await;
         tracing::info!("ClickHouse sink stopped");
     }
 
@@ -210,10 +256,12 @@ impl Sink {
                     .iter()
                     .filter_map(|step| step.span.spool);
                 self.batches.locations.extend(locations);
-                let rows = workflow_rows(&sealed, crate::now_unix_nano());
+                self.batches.segments.extend(SegmentHead::of(&sealed));
+                let rows = workflow_rows(*sealed, crate::now_unix_nano());
                 self.batches.spans.extend(rows.spans);
                 self.batches.rejected.extend(rows.rejected);
                 self.batches.workflows.extend(rows.workflow);
+                self.batches.credentials.extend(rows.credentials);
             }
             SinkInput::Rejected(spans) => {
                 let locations = spans.iter().filter_map(|span| span.location);
@@ -240,22 +288,26 @@ impl Sink {
         }
     }
 
-    /// Writes every batch, in the fixed table order.
+    /// Writes every batch, in the fixed table order, then their ledger
+    /// entries.
     async fn flush(&mut self) {
         let batches = std::mem::take(&mut self.batches);
+        let now = crate::now_unix_nano();
+        let mut entries = Vec::new();
         let mut quarantined = Vec::new();
         if !batches.spans.is_empty() {
-            let stored = batches.spans.len();
-            let rejected = self
+            let written = self
                 .write("agent_spans", batches.spans, &mut quarantined)
                 .await;
-            self.metrics.spans_stored.inc_by((stored - rejected) as u64);
+            self.metrics
+                .spans_stored
+                .inc_by(written.stored.len() as u64);
         }
         let mut rejected_rows = batches.rejected;
         rejected_rows.extend(quarantined);
         if !rejected_rows.is_empty() {
             let counts = reason_counts(&rejected_rows);
-            self.write("agent_rejected_spans", rejected_rows, &mut Vec::new())
+            self.write_covered("agent_rejected_spans", rejected_rows, now, &mut entries)
                 .await;
             for (reason, count) in counts {
                 self.metrics.rejected(reason).inc_by(count);
@@ -267,7 +319,7 @@ impl Sink {
                 .iter()
                 .map(|row| row.status.clone())
                 .collect();
-            self.write("agent_workflows", batches.workflows, &mut Vec::new())
+            self.write_covered("agent_workflows", batches.workflows, now, &mut entries)
                 .await;
             for status in statuses {
                 self.metrics
@@ -276,6 +328,19 @@ impl Sink {
                     .inc();
             }
         }
+        if !batches.credentials.is_empty() {
+            self.write_covered("agent_credentials", batches.credentials, now, &mut entries)
+                .await;
+        }
+        for head in &batches.segments {
+            entries.push(self.ledger.segment_entry(head, now));
+        }
+        if !entries.is_empty() {
+            let written = self
+                .write("agent_ledger_entries", entries, &mut Vec::new())
+                .await;
+            self.ledger.confirmed(&written.stored);
+        }
         self.metrics.sink_queue_rows.set(0);
         if let Some(spool) = &self.spool {
             spool.release(batches.locations);
@@ -283,17 +348,40 @@ impl Sink {
         }
     }
 
+    /// Writes a batch that a ledger entry covers, and makes the entry over
+    /// the rows ClickHouse stored.
+    async fn write_covered<T: SinkRow + BatchRow>(
+        &mut self,
+        table: &'static str,
+        mut rows: Vec<T>,
+        now: i64,
+        entries: &mut Vec<LedgerEntryRow>,
+    ) {
+        let seq = self.ledger.stamp(&mut rows);
+        let written = self.write(table, rows, &mut Vec::new()).await;
+        entries.push(self.ledger.batch_entry(seq, table, &written.stored, now));
+    }
+
+    /// Writes a checkpoint when one is due (`force` at shutdown).
+    async fn checkpoint(&mut self, force: bool) {
+        let now = Instant::now().into_std();
+        if let Some(row) = self.ledger.take_checkpoint(now, force) {
+            self.write("agent_ledger_checkpoints", vec![row], &mut Vec::new())
+                .await;
+        }
+    }
+
     /// Writes `rows` to `table`, retrying until ClickHouse confirms. Rows it
     /// rejects permanently are isolated; their quarantine rows are added to
-    /// `quarantined`. Returns the number of rows rejected.
+    /// `quarantined`. Returns the rows stored.
     async fn write<T: SinkRow>(
         &self,
         table: &'static str,
         rows: Vec<T>,
         quarantined: &mut Vec<RejectedRow>,
-    ) -> usize {
+    ) -> Written<T> {
         let mut pending = vec![rows];
-        let mut rejected = 0;
+        let mut stored = Vec::new();
         while let Some(batch) = pending.pop() {
             match self.write_with_retries(table, &batch).await {
                 Ok(()) => {
@@ -303,6 +391,7 @@ impl Sink {
                             table: table.to_owned(),
                         })
                         .inc_by(batch.len() as u64);
+                    stored.extend(batch);
                 }
                 Err(error) if batch.len() > 1 => {
                     tracing::warn!(table, rows = batch.len(), code = error.code(), %error, "ClickHouse rejected a batch; splitting it to isolate the rows it rejects");
@@ -311,21 +400,18 @@ impl Sink {
                     pending.push(second);
                     pending.push(first);
                 }
-                Err(error) => {
-                    rejected += 1;
-                    match batch[0].quarantine(&error) {
-                        Some(row) => {
-                            tracing::error!(table, code = error.code(), %error, trace_id = %row.trace_id, span_id = %row.span_id, "ClickHouse rejected a row; it is quarantined");
-                            quarantined.push(row);
-                        }
-                        None => {
-                            tracing::error!(table, code = error.code(), %error, "ClickHouse rejected a row and it cannot be quarantined; it is lost");
-                        }
+                Err(error) => match batch[0].quarantine(&error) {
+                    Some(row) => {
+                        tracing::error!(table, code = error.code(), %error, trace_id = %row.trace_id, span_id = %row.span_id, "ClickHouse rejected a row; it is quarantined");
+                        quarantined.push(row);
                     }
-                }
+                    None => {
+                        tracing::error!(table, code = error.code(), %error, "ClickHouse rejected a row and it cannot be quarantined; it is lost");
+                    }
+                },
             }
         }
-        rejected
+        Written { stored }
     }
 
     async fn write_with_retries<T: SinkRow>(

@@ -5,12 +5,15 @@ use serde_yaml_ng::{Mapping, Value};
 use super::{Config, ConfigError};
 
 /// Fixed short names and the setting each one sets.
-pub const ALIASES: [(&str, &str); 5] = [
+pub const ALIASES: [(&str, &str); 8] = [
     ("AGENT_LEDGER_SETTLE", "assembler.settle"),
     ("AGENT_LEDGER_ROOT_WAIT", "assembler.root_wait"),
     ("AGENT_LEDGER_OTLP_GRPC_ADDR", "otlp.grpc_addr"),
     ("AGENT_LEDGER_OTLP_HTTP_ADDR", "otlp.http_addr"),
     ("AGENT_LEDGER_LOG_FORMAT", "log.format"),
+    ("AGENT_LEDGER_INSTANCE_ID", "seal.instance_id"),
+    ("AGENT_LEDGER_SIGNING_KEY_FILE", "seal.signing_key_file"),
+    ("AGENT_LEDGER_CHECKPOINT_DIR", "seal.checkpoint_dir"),
 ];
 
 /// Settings written either as one value or as a map of values: the
@@ -31,14 +34,14 @@ pub fn apply(
     }
     for (path, default) in paths {
         let name = env_name(&path);
-        let alias = ALIASES
+        let mut aliases = ALIASES
             .iter()
-            .find(|(_, target)| *target == path)
+            .filter(|(_, target)| *target == path)
             .map(|(alias, _)| *alias);
         let found = vars
             .iter()
             .find(|(key, _)| *key == name)
-            .or_else(|| alias.and_then(|alias| vars.iter().find(|(key, _)| key == alias)));
+            .or_else(|| aliases.find_map(|alias| vars.iter().find(|(key, _)| key == alias)));
         if let Some((key, raw)) = found {
             set(tree, &path, parse_value(key, raw, &default)?);
             applied.push((key.clone(), raw.clone()));

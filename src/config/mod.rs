@@ -59,6 +59,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub policy: Policy,
     pub presets: PresetsConfig,
+    pub seal: SealConfig,
+    pub redact: RedactConfig,
     pub log: LogConfig,
 }
 
@@ -270,6 +272,70 @@ impl Default for PresetsConfig {
     }
 }
 
+/// The hash-chained ledger and its checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// Names this receiver's ledger (`AGENT_LEDGER_INSTANCE_ID`); each
+    /// instance keeps its own sequence, so it must stay the same across
+    /// restarts and differ between instances. Defaults to the host name.
+    pub instance_id: String,
+    /// Ed25519 private key (PKCS#8 PEM) that signs checkpoints
+    /// (`AGENT_LEDGER_SIGNING_KEY_FILE`); without it checkpoints are
+    /// unsigned.
+    pub signing_key_file: Option<PathBuf>,
+    /// Folder that receives one JSON file per checkpoint
+    /// (`AGENT_LEDGER_CHECKPOINT_DIR`), kept outside ClickHouse.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Time between checkpoints; one is also written at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Retention of the tables (the TTL on `ReceivedAt`), for `verify`: a
+    /// missing row or entry received before now minus this is reported as
+    /// expired instead of missing. Unset means nothing expires.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+/// Longest instance id; it is part of every ledger row and file name.
+const MAX_INSTANCE_ID_LEN: usize = 128;
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        SealConfig {
+            instance_id: gethostname::gethostname().to_string_lossy().into_owned(),
+            signing_key_file: None,
+            checkpoint_dir: None,
+            checkpoint_interval: Duration::from_secs(60),
+            retention: None,
+        }
+    }
+}
+
+/// Secret redaction in the receiver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactConfig {
+    /// Scan attribute values and event names for secrets and replace them
+    /// with `[REDACTED:<kind>]`.
+    pub enabled: bool,
+    /// Extra patterns, each with a kind name (lower-case letters, digits
+    /// and `_`) and a regular expression (Rust `regex` syntax).
+    pub patterns: Vec<crate::redact::CustomPattern>,
+    /// Attribute keys whose values are never scanned.
+    pub skip_keys: Vec<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            enabled: true,
+            patterns: Vec::new(),
+            skip_keys: Vec::new(),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -410,7 +476,48 @@ impl Config {
         if self.otlp.max_request_size.as_u64() < 1024 {
             return invalid("otlp.max_request_size", "must be at least 1KiB");
         }
+        self.validate_seal()?;
+        crate::redact::Redactor::new(&self.redact).map_err(|message| ConfigError::Invalid {
+            setting: "redact.patterns",
+            message,
+        })?;
         self.presets().map(|_| ())
+    }
+
+    fn validate_seal(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
+        let id = &self.seal.instance_id;
+        if id.trim().is_empty()
+            || id.len() > MAX_INSTANCE_ID_LEN
+            || id.chars().any(char::is_control)
+        {
+            return invalid(
+                "seal.instance_id",
+                "must be 1 to 128 characters without control characters, for example the host name",
+            );
+        }
+        if self.seal.checkpoint_interval.is_zero() {
+            return invalid(
+                "seal.checkpoint_interval",
+                "must be greater than zero, for example 1m",
+            );
+        }
+        if self
+            .seal
+            .retention
+            .is_some_and(|retention| retention.is_zero())
+        {
+            return invalid(
+                "seal.retention",
+                "must be greater than zero, for example 90d, or left unset",
+            );
+        }
+        Ok(())
     }
 
     /// The enabled presets, in order.

@@ -1,6 +1,7 @@
 //! Receiver: the OTLP endpoint.
 //!
-//! Takes OTLP export requests, runs the per-span checks, reports rejected
+//! Takes OTLP export requests, redacts secrets ([`crate::redact`]), runs
+//! the per-span checks, reports rejected
 //! spans (and workflow roots whose own attributes fail the policy) in
 //! `partial_success`, and queues the checked spans for the assembler. The
 //! mapping from receiver errors to gRPC statuses is in [`ExportError`], and
@@ -21,6 +22,7 @@ use crate::otlp::{
 };
 use crate::preset::ORIGIN_TYPE;
 use crate::quarantine::RejectedSpan;
+use crate::redact::Redactor;
 use crate::span::Span;
 use crate::spool::{RejectedEntry, Spool, SpoolError};
 use crate::validate::{Policy, root_reasons};
@@ -89,6 +91,7 @@ pub struct Receiver {
     assembler: AssemblerHandle,
     metrics: Arc<Metrics>,
     policy: Policy,
+    redactor: Arc<Redactor>,
     stopping: AtomicBool,
     spool: Option<Arc<Spool>>,
 }
@@ -96,10 +99,13 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver feeding `assembler`.
     pub fn new(assembler: AssemblerHandle, metrics: Arc<Metrics>, policy: Policy) -> Self {
+        let redactor =
+            Redactor::new(&Default::default()).expect("the built-in redaction patterns compile");
         Receiver {
             assembler,
             metrics,
             policy,
+            redactor: Arc::new(redactor),
             stopping: AtomicBool::new(false),
             spool: None,
         }
@@ -108,6 +114,12 @@ impl Receiver {
     /// Appends every request to `spool` before acknowledging it.
     pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
         self.spool = Some(spool);
+        self
+    }
+
+    /// Uses `redactor` instead of the built-in patterns alone.
+    pub fn with_redactor(mut self, redactor: Arc<Redactor>) -> Self {
+        self.redactor = redactor;
         self
     }
 
@@ -144,7 +156,7 @@ impl Receiver {
 
     async fn export_inner(
         &self,
-        request: ExportTraceServiceRequest,
+        mut request: ExportTraceServiceRequest,
         sender: Arc<str>,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -154,6 +166,8 @@ impl Receiver {
             received_at_unix_nano: crate::now_unix_nano(),
             sender,
         };
+        let redactions = self.redactor.redact_request(&mut request);
+        self.metrics.count_redactions(&redactions);
         let converted = convert_request(request, &context);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {

@@ -1,11 +1,13 @@
 //! Validator: applies the workflow policy to an assembled workflow and
 //! produces its verdict: status, every failed requirement as a reason, and
 //! the summary (origin, agent, models, credential) that each stored row
-//! carries.
+//! carries. [`credentials`] checks each step against its credential.
 
+pub mod credentials;
 mod policy;
 mod summary;
 
+pub use credentials::{StepCheck, ToolRule, ToolRules, Violation, check_steps, issuance};
 pub use policy::{NO_ROOT_REASON, Policy, Requirement, root_reasons};
 pub use summary::{Credential, Summary, parse_time};
 

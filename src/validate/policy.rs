@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::span::Span;
 
-use super::Summary;
+use super::{Summary, ToolRules};
 
 /// The valid values of `agent_ledger.origin.type`.
 pub const ORIGIN_TYPES: [&str; 6] = [
@@ -81,12 +81,16 @@ pub struct Policy {
     /// Requirements checked; the default is the contract's default policy.
     #[serde(default = "default_requirements")]
     pub require: Vec<Requirement>,
+    /// Tool rules: the scopes each tool requires and which tools write.
+    #[serde(default)]
+    pub tools: ToolRules,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             require: default_requirements(),
+            tools: ToolRules::default(),
         }
     }
 }
@@ -409,6 +413,7 @@ mod tests {
                 name: "custom policy with fewer requirements",
                 policy: Policy {
                     require: vec![Requirement::OriginType, Requirement::CredentialId],
+                    ..Policy::default()
                 },
                 root: span(1, "task")
                     .attr("agent_ledger.origin.type", "event")
@@ -421,6 +426,7 @@ mod tests {
                 name: "every requirement",
                 policy: Policy {
                     require: ALL_REQUIREMENTS.to_vec(),
+                    ..Policy::default()
                 },
                 root: full_root(),
                 inside: model_call(),

@@ -85,7 +85,23 @@ pub async fn seed(test: &str) -> Seeded {
     send_workflows(&harness).await;
     insert_direct_rows(&harness.client).await;
     harness.stop().await;
+    remove_receiver_ledger(&harness.client).await;
     Seeded { config }
+}
+
+/// Removes the ledger entries and checkpoints the seeding receiver wrote
+/// under its own instance id, so that the integrity queries see only the
+/// seeded instances `ledger-a` and `ledger-b`.
+async fn remove_receiver_ledger(client: &clickhouse::Client) {
+    for table in ["agent_ledger_entries", "agent_ledger_checkpoints"] {
+        client
+            .query(&format!(
+                "ALTER TABLE {table} DELETE WHERE InstanceId NOT LIKE 'ledger-%' SETTINGS mutations_sync = 1"
+            ))
+            .execute()
+            .await
+            .unwrap_or_else(|error| panic!("removing the receiver's rows from {table} failed: {error}"));
+    }
 }
 
 async fn send_workflows(harness: &Harness) {
@@ -446,6 +462,8 @@ fn workflow_row(trace: u64, agent: &str, offset: i64) -> WorkflowRow {
         sender: "seed".to_owned(),
         received_at: now,
         written_at: now,
+        ledger_instance_id: String::new(),
+        ledger_seq: 0,
     }
 }
 
