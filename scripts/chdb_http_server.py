@@ -422,32 +422,34 @@ ArmedFault = namedtuple("ArmedFault", ["code", "after_commit"])
 
 
 class FaultInjector:
-    """Test-only state behind POST /__fault: makes the next INSERT requests fail."""
+    """Test-only state behind POST /__fault: makes the next INSERT requests fail.
+
+    Faults are armed per database (None arms one for every database), so that tests
+    running in parallel against one endpoint do not overwrite each other's faults."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.remaining = 0
-        self.code = UNKNOWN_EXCEPTION
-        self.after_commit = False
-        self.database = None
+        self.armed = {}
 
     def arm(self, count, code, after_commit, database):
         with self.lock:
-            self.remaining = count
-            self.code = code
-            self.after_commit = after_commit
-            self.database = database
+            if count == 0:
+                self.armed.pop(database, None)
+            else:
+                self.armed[database] = [count, ArmedFault(code, after_commit)]
 
     def take(self, database):
         """Consume one armed failure for an INSERT into `database` and return it as an
         ArmedFault, or return None."""
         with self.lock:
-            if self.remaining == 0:
+            key = database if database in self.armed else None
+            entry = self.armed.get(key)
+            if entry is None:
                 return None
-            if self.database is not None and self.database != database:
-                return None
-            self.remaining -= 1
-            return ArmedFault(self.code, self.after_commit)
+            entry[0] -= 1
+            if entry[0] == 0:
+                del self.armed[key]
+            return entry[1]
 
 
 def injected_fault_error(fault):
