@@ -12,6 +12,8 @@ pub mod cli;
 pub mod clickhouse;
 pub mod config;
 pub mod link;
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
 pub mod metrics;
 pub mod otlp;
 pub mod preset;
