@@ -15,6 +15,8 @@ pub mod clickhouse;
 pub mod config;
 pub mod evidence;
 pub mod link;
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
 pub mod metrics;
 pub mod otlp;
 pub mod preset;

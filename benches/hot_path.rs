@@ -1,0 +1,323 @@
+//! Criterion benchmarks of the receiver's per-span work, on the load
+//! generator's agent-shaped spans (8 spans per workflow, 15 to 25
+//! attributes, about 1 KB each, 5% invalid workflows).
+//!
+//! Each stage is measured alone and then all of them together. Throughput
+//! is reported per span. `rowbinary` writes the span rows with the
+//! `clickhouse` crate to its in-process mock server, so it measures the
+//! crate's RowBinary serializer (with and without LZ4) plus a loopback HTTP
+//! transfer. The mock turns the crate's schema validation off, whereas the
+//! receiver inserts with validation on (`RowBinaryWithNamesAndTypes`), so
+//! this figure omits the validation cost.
+//!
+//! ```text
+//! cargo bench --bench hot_path
+//! ```
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed};
+use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use agent_ledger::loadgen::{Shape, Templates};
+use agent_ledger::otlp::ExportTraceServiceRequest;
+use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
+use agent_ledger::receiver::convert::{RequestContext, convert_request};
+use agent_ledger::span::Span;
+use agent_ledger::validate::{self, Policy, root_reasons};
+use clickhouse::test::{Mock, handlers};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+
+/// Workflows per export request, as the load generator sends by default.
+const WORKFLOWS_PER_REQUEST: usize = 50;
+/// Requests in the batch that `rowbinary` and `together` process, so that
+/// one insert carries 4,000 span rows as a sink batch does.
+const REQUESTS_PER_BATCH: u64 = 10;
+const INVALID_FRACTION: f64 = 0.05;
+
+/// Everything the stages consume, prepared once.
+struct Fixture {
+    requests: Vec<Vec<u8>>,
+    decoded: ExportTraceServiceRequest,
+    context: RequestContext,
+    spans: Vec<Span>,
+    resolver: Resolver,
+    policy: Policy,
+    sealed: Vec<Sealed>,
+    span_rows: Vec<SpanRow>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let templates = Templates::new(
+            &Shape::default(),
+            WORKFLOWS_PER_REQUEST,
+            INVALID_FRACTION,
+            1_796_000_000_000_000_000,
+        );
+        let requests: Vec<Vec<u8>> = (0..REQUESTS_PER_BATCH)
+            .map(|index| {
+                let mut bytes = Vec::new();
+                templates.render(0x5eed, index, &mut bytes);
+                bytes
+            })
+            .collect();
+        let decoded =
+            ExportTraceServiceRequest::decode(requests[0].as_slice()).expect("the request decodes");
+        let context = RequestContext {
+            received_at_unix_nano: 1_796_000_000_000_000_000,
+            sender: Arc::from(""),
+        };
+        let spans = convert_request(decoded.clone(), &context).spans;
+        let resolver = Resolver::default();
+        let policy = Policy::default();
+        let sealed = assemble(spans.clone(), &resolver, &policy);
+        let span_rows = batch_span_rows(&requests, &context, &resolver, &policy);
+        Fixture {
+            requests,
+            decoded,
+            context,
+            spans,
+            resolver,
+            policy,
+            sealed,
+            span_rows,
+        }
+    }
+
+    fn spans_per_request(&self) -> u64 {
+        self.spans.len() as u64
+    }
+}
+
+/// Returns the assembler's limits with the default configuration's values.
+fn limits() -> Limits {
+    Limits {
+        settle: Duration::from_secs(10),
+        root_wait: Duration::from_secs(600),
+        max_buffered_spans: 1_000_000,
+        max_buffered_bytes: 1 << 30,
+        max_retained_spans: 2_000_000,
+    }
+}
+
+/// Runs spans through the assembler (presets, grouping, validation,
+/// linking) and returns the sealed workflows.
+fn assemble(spans: Vec<Span>, resolver: &Resolver, policy: &Policy) -> Vec<Sealed> {
+    let mut assembler = Assembler::new(limits(), policy.clone(), resolver.clone());
+    let mut out = Vec::new();
+    let now = Instant::now();
+    assembler.insert(spans, now, &mut out);
+    assembler.flush(now, &mut out);
+    out.into_iter()
+        .filter_map(|emitted| match emitted {
+            Emitted::Workflow(sealed) => Some(*sealed),
+            Emitted::Rejected(_) => None,
+        })
+        .collect()
+}
+
+fn batch_span_rows(
+    requests: &[Vec<u8>],
+    context: &RequestContext,
+    resolver: &Resolver,
+    policy: &Policy,
+) -> Vec<SpanRow> {
+    let mut rows = Vec::new();
+    for bytes in requests {
+        let request =
+            ExportTraceServiceRequest::decode(bytes.as_slice()).expect("the request decodes");
+        for sealed in assemble(convert_request(request, context).spans, resolver, policy) {
+            rows.extend(workflow_rows(sealed.clone(), 0).spans);
+        }
+    }
+    rows
+}
+
+/// Runs the receiver's check of each root's own attributes.
+fn check_roots(spans: &[Span], policy: &Policy) -> usize {
+    spans
+        .iter()
+        .filter(|span| span.attributes.get(ORIGIN_TYPE).is_some())
+        .map(|span| root_reasons(policy, span).len())
+        .sum()
+}
+
+/// Rows of one batch, by table.
+#[derive(Default)]
+struct BatchRows {
+    spans: Vec<SpanRow>,
+    rejected: Vec<RejectedRow>,
+    workflows: Vec<WorkflowRow>,
+}
+
+/// Runs every stage from the request bytes to the rows, for one batch.
+fn process_batch(fixture: &Fixture) -> BatchRows {
+    let mut rows = BatchRows::default();
+    for bytes in &fixture.requests {
+        let request =
+            ExportTraceServiceRequest::decode(bytes.as_slice()).expect("the request decodes");
+        let converted = convert_request(request, &fixture.context);
+        black_box(check_roots(&converted.spans, &fixture.policy));
+        for sealed in assemble(converted.spans, &fixture.resolver, &fixture.policy) {
+            let built = workflow_rows(sealed.clone(), 0);
+            rows.spans.extend(built.spans);
+            rows.rejected.extend(built.rejected);
+            rows.workflows.extend(built.workflow);
+        }
+    }
+    rows
+}
+
+async fn insert<T>(client: &clickhouse::Client, mock: &Mock, table: &str, rows: &[T])
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
+{
+    if rows.is_empty() {
+        return;
+    }
+    mock.add(handlers::record_ddl());
+    let mut insert = client.insert::<T>(table).await.expect("the insert starts");
+    for row in rows {
+        insert.write(row).await.expect("the row is written");
+    }
+    insert.end().await.expect("the mock accepts the insert");
+}
+
+fn mock_client(mock: &Mock, compression: clickhouse::Compression) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(mock.url())
+        .with_compression(compression)
+}
+
+fn stages(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let mut group = c.benchmark_group("stage");
+    group.throughput(Throughput::Elements(fixture.spans_per_request()));
+
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            ExportTraceServiceRequest::decode(black_box(fixture.requests[0].as_slice())).unwrap()
+        })
+    });
+
+    group.bench_function("convert", |b| {
+        b.iter_batched(
+            || fixture.decoded.clone(),
+            |request| convert_request(request, &fixture.context),
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("root_checks", |b| {
+        b.iter(|| check_roots(black_box(&fixture.spans), &fixture.policy))
+    });
+
+    group.bench_function("resolve", |b| {
+        b.iter(|| {
+            fixture
+                .spans
+                .iter()
+                .map(|span| fixture.resolver.resolve(span))
+                .collect::<Vec<_>>()
+        })
+    });
+
+    group.bench_function("validate", |b| {
+        b.iter(|| {
+            let verdicts: Vec<_> = fixture
+                .sealed
+                .iter()
+                .map(|sealed| validate::evaluate(&sealed.workflow, &fixture.policy))
+                .collect();
+            verdicts
+        })
+    });
+
+    group.bench_function("link", |b| {
+        let written = HashSet::new();
+        b.iter(|| {
+            fixture
+                .sealed
+                .iter()
+                .map(|sealed| agent_ledger::link::link(&sealed.workflow, &written))
+                .collect::<Vec<_>>()
+        })
+    });
+
+    group.bench_function("assemble", |b| {
+        b.iter_batched(
+            || fixture.spans.clone(),
+            |spans| assemble(spans, &fixture.resolver, &fixture.policy),
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("rows", |b| {
+        b.iter(|| {
+            fixture
+                .sealed
+                .iter()
+                .map(|sealed| workflow_rows(sealed.clone(), 0))
+                .map(|rows| rows.spans.len())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+fn rowbinary(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mock = Mock::new();
+    let mut group = c.benchmark_group("rowbinary");
+    group.throughput(Throughput::Elements(fixture.span_rows.len() as u64));
+    for (name, compression) in [
+        ("lz4", clickhouse::Compression::Lz4),
+        ("uncompressed", clickhouse::Compression::None),
+    ] {
+        let client = mock_client(&mock, compression);
+        group.bench_function(name, |b| {
+            b.iter(|| runtime.block_on(insert(&client, &mock, "agent_spans", &fixture.span_rows)))
+        });
+    }
+    group.finish();
+}
+
+fn together(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mock = Mock::new();
+    let client = mock_client(&mock, clickhouse::Compression::Lz4);
+    let mut group = c.benchmark_group("together");
+    group.throughput(Throughput::Elements(
+        fixture.spans_per_request() * REQUESTS_PER_BATCH,
+    ));
+    group.sample_size(30);
+    group.bench_function("decode_to_rows", |b| b.iter(|| process_batch(&fixture)));
+    group.bench_function("decode_to_rowbinary", |b| {
+        b.iter(|| {
+            let rows = process_batch(&fixture);
+            runtime.block_on(async {
+                insert(&client, &mock, "agent_spans", &rows.spans).await;
+                insert(&client, &mock, "agent_rejected_spans", &rows.rejected).await;
+                insert(&client, &mock, "agent_workflows", &rows.workflows).await;
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages, rowbinary, together);
+criterion_main!(benches);
