@@ -111,6 +111,9 @@ pub struct Assembler {
     retained_spans: usize,
     /// Traces with no pending spans, oldest first, for retention.
     idle: VecDeque<(TraceId, Instant)>,
+    /// Traces with spans waiting; completion checks only these, not every
+    /// retained trace.
+    active: HashSet<TraceId>,
     /// Where waiting spans' bodies are read back from; without a spool they
     /// are held in memory.
     spool: Option<Arc<Spool>>,
@@ -128,6 +131,7 @@ impl Assembler {
             buffered_bytes: 0,
             retained_spans: 0,
             idle: VecDeque::new(),
+            active: HashSet::new(),
             spool: None,
         }
     }
@@ -157,10 +161,7 @@ impl Assembler {
 
     /// Traces with spans waiting.
     pub fn pending_traces(&self) -> usize {
-        self.traces
-            .values()
-            .filter(|trace| !trace.pending.is_empty())
-            .count()
+        self.active.len()
     }
 
     /// Adds arriving spans; emits conflicting duplicates and, when the buffer
@@ -181,6 +182,7 @@ impl Assembler {
         out: &mut Vec<Emitted>,
         intake: &mut Intake,
     ) {
+        let span_trace = span.trace_id;
         let trace = self
             .traces
             .entry(span.trace_id)
@@ -216,6 +218,7 @@ impl Assembler {
         let pending = state::Pending::new(span, facts);
         self.buffered_bytes += pending.approx_bytes();
         trace.add_pending(span_id, pending, now);
+        self.active.insert(span_trace);
     }
 
     /// Adds spans read back from quarantine for a trace awaiting its recall.
@@ -241,6 +244,7 @@ impl Assembler {
             self.buffered_spans += 1;
             self.buffered_bytes += span.approx_bytes();
             trace.add_pending_recalled(span, facts, now);
+            self.active.insert(trace_id);
         }
         trace.recall_attempts += 1;
         if missing.is_empty() || trace.recall_attempts >= RECALL_ATTEMPTS {
@@ -263,7 +267,10 @@ impl Assembler {
     /// were quarantined while waiting for it.
     pub fn take_recalls(&mut self, now: Instant) -> Vec<Recall> {
         let mut recalls = Vec::new();
-        for (trace_id, trace) in &mut self.traces {
+        for trace_id in &self.active {
+            let Some(trace) = self.traces.get_mut(trace_id) else {
+                continue;
+            };
             if trace.recall_in_flight || trace.recall_due.is_none_or(|due| due > now) {
                 continue;
             }
@@ -282,25 +289,43 @@ impl Assembler {
         recalls
     }
 
+    /// The traces whose completion may decide something now.
+    pub fn due(&self, now: Instant) -> Vec<TraceId> {
+        self.active
+            .iter()
+            .filter(|trace_id| {
+                self.traces
+                    .get(trace_id)
+                    .is_some_and(|trace| trace.is_due(now, &self.limits))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Completes the given traces (from [`Assembler::due`]).
+    pub fn complete(&mut self, traces: &[TraceId], now: Instant, out: &mut Vec<Emitted>) {
+        for trace_id in traces {
+            self.complete_trace(*trace_id, now, false, out);
+        }
+    }
+
+    /// Forgets idle traces beyond the retention bound.
+    pub fn expire(&mut self, now: Instant) {
+        self.expire_idle(now);
+    }
+
     /// Completes what is due: settled workflows, late segments, and spans
     /// whose root wait has run out.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Emitted>) {
-        let due: Vec<TraceId> = self
-            .traces
-            .iter()
-            .filter(|(_, trace)| trace.is_due(now, &self.limits))
-            .map(|(trace_id, _)| *trace_id)
-            .collect();
-        for trace_id in due {
-            self.complete_trace(trace_id, now, false, out);
-        }
+        let due = self.due(now);
+        self.complete(&due, now, out);
         self.expire_idle(now);
     }
 
     /// Completes every trace that can be completed now, ignoring the settle
     /// time; used at shutdown.
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Emitted>) {
-        let all: Vec<TraceId> = self.traces.keys().copied().collect();
+        let all: Vec<TraceId> = self.active.iter().copied().collect();
         for trace_id in all {
             self.complete_trace(trace_id, now, true, out);
         }
@@ -332,6 +357,7 @@ impl Assembler {
         self.release(released);
         if trace.pending.is_empty() {
             self.idle.push_back((trace_id, now));
+            self.active.remove(&trace_id);
         }
         self.traces.insert(trace_id, trace);
     }
@@ -346,9 +372,12 @@ impl Assembler {
             return;
         }
         let mut order: Vec<(Instant, TraceId)> = self
-            .traces
+            .active
             .iter()
-            .filter_map(|(trace_id, trace)| trace.first_pending.map(|first| (first, *trace_id)))
+            .filter_map(|trace_id| {
+                let first = self.traces.get(trace_id)?.first_pending?;
+                Some((first, *trace_id))
+            })
             .collect();
         order.sort();
         for (_, trace_id) in order {
@@ -380,6 +409,7 @@ impl Assembler {
             state::quarantine_waiting(&mut trace, trace_id, Reason::Evicted, loader, out);
         self.release(released);
         self.idle.push_back((trace_id, now));
+        self.active.remove(&trace_id);
         self.traces.insert(trace_id, trace);
     }
 
@@ -567,6 +597,7 @@ impl Assembler {
                 );
                 self.release(released);
             }
+            self.active.remove(&trace_id);
         }
     }
 }

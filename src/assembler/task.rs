@@ -21,8 +21,18 @@ use std::collections::HashMap;
 /// which is small next to the settle time.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Capacity of the assembler's input queue, in requests.
-pub const QUEUE_CAPACITY: usize = 1024;
+/// Traces completed before their workflows are handed to the sink. Completed
+/// workflows carry their span bodies and rows, so completing every due trace
+/// of a burst at once would hold them all in memory; in steps, the sink's
+/// queue paces the work.
+const COMPLETIONS_PER_STEP: usize = 256;
+
+/// Capacity of the assembler's input queue, in requests. Queued requests
+/// hold their decoded spans in memory (a few hundred KiB each at the OTel
+/// SDK's batch size of 512 spans), so a short queue keeps memory bounded;
+/// its requests are already in the spool, so a full queue only delays their
+/// acknowledgement.
+pub const QUEUE_CAPACITY: usize = 64;
 
 /// Reads quarantined spans back from storage.
 pub type RecallFn =
@@ -89,7 +99,14 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 let now = Instant::now().into_std();
-                assembler.tick(now, &mut out);
+                let due = assembler.due(now);
+                for chunk in due.chunks(COMPLETIONS_PER_STEP) {
+                    assembler.complete(chunk, now, &mut out);
+                    if forward(&sink, &mut out, &metrics).await.is_err() {
+                        break;
+                    }
+                }
+                assembler.expire(now);
                 for request in assembler.take_recalls(now) {
                     start_recall(request, recall.clone(), recalled_sender.clone());
                 }

@@ -42,9 +42,10 @@ pub enum SinkInput {
     Rejected(Vec<RejectedSpan>),
 }
 
-/// Capacity of the sink's input queue, in messages. When the queue is full
-/// the assembler waits, and the receiver's requests with it.
-pub const QUEUE_CAPACITY: usize = 4096;
+/// Capacity of the sink's input queue, in messages (mostly sealed
+/// workflows with their span bodies and rows). When the queue is full the
+/// assembler waits, and the receiver's requests with it.
+pub const QUEUE_CAPACITY: usize = 512;
 
 /// Sends work to the sink.
 #[derive(Clone)]

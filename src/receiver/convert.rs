@@ -43,11 +43,13 @@ fn convert_resource_spans(
 ) {
     let raw_resource = resource_spans.resource.unwrap_or_default();
     let resource = convert_resource(&raw_resource);
+    let resource_bytes = raw_resource.encode_to_vec();
     for scope_spans in resource_spans.scope_spans {
         let raw_scope = scope_spans.scope.clone().unwrap_or_default();
         let scope = convert_scope(&raw_scope);
+        let scope_bytes = raw_scope.encode_to_vec();
         for span in scope_spans.spans {
-            let raw = raw_copy(&raw_resource, &raw_scope, &span);
+            let raw = raw_copy(&resource_bytes, &scope_bytes, &span);
             let outcome = match (&resource, &scope) {
                 (Ok(resource), Ok(scope)) => {
                     convert_span(&span, resource.clone(), scope.clone(), context, raw.clone())
@@ -72,21 +74,37 @@ fn convert_resource_spans(
 
 /// The span as received, alone in a `ResourceSpans` with its resource and
 /// scope, so a quarantined span can be read back whole.
-fn raw_copy(
-    resource: &otlp::Resource,
-    scope: &otlp::InstrumentationScope,
-    span: &otlp::Span,
-) -> Arc<Vec<u8>> {
-    let message = otlp::ResourceSpans {
-        resource: Some(resource.clone()),
-        scope_spans: vec![otlp::ScopeSpans {
-            scope: Some(scope.clone()),
-            spans: vec![span.clone()],
-            schema_url: Vec::new(),
-        }],
-        schema_url: Vec::new(),
-    };
-    Arc::new(message.encode_to_vec())
+fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Arc<Vec<u8>> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    // The same bytes prost writes for `ResourceSpans { resource, scope_spans:
+    // [ScopeSpans { scope, spans: [span] }] }`, from the resource and scope
+    // encoded once per request instead of cloned per span.
+    let span_len = span.encoded_len();
+    let scope_spans_len = 1
+        + encoded_len_varint(scope.len() as u64)
+        + scope.len()
+        + 1
+        + encoded_len_varint(span_len as u64)
+        + span_len;
+    let total = 1
+        + encoded_len_varint(resource.len() as u64)
+        + resource.len()
+        + 1
+        + encoded_len_varint(scope_spans_len as u64)
+        + scope_spans_len;
+    let mut bytes = Vec::with_capacity(total);
+    encode_key(1, WireType::LengthDelimited, &mut bytes);
+    encode_varint(resource.len() as u64, &mut bytes);
+    bytes.extend_from_slice(resource);
+    encode_key(2, WireType::LengthDelimited, &mut bytes);
+    encode_varint(scope_spans_len as u64, &mut bytes);
+    encode_key(1, WireType::LengthDelimited, &mut bytes);
+    encode_varint(scope.len() as u64, &mut bytes);
+    bytes.extend_from_slice(scope);
+    encode_key(2, WireType::LengthDelimited, &mut bytes);
+    encode_varint(span_len as u64, &mut bytes);
+    span.encode_raw(&mut bytes);
+    Arc::new(bytes)
 }
 
 fn convert_resource(resource: &otlp::Resource) -> Result<Arc<Resource>, String> {
@@ -926,5 +944,43 @@ mod tests {
 
         assert_eq!(from_garbage, None, "bytes that are not protobuf");
         assert_eq!(from_rejected, None, "a span that fails the checks again");
+    }
+}
+
+#[cfg(test)]
+mod raw_copy_tests {
+    use super::*;
+
+    #[test]
+    fn raw_copy_matches_prost_encoding() {
+        let resource = otlp::Resource {
+            attributes: vec![otlp::KeyValue::string("service.name", "svc")],
+            dropped_attributes_count: 0,
+        };
+        let scope = otlp::InstrumentationScope {
+            name: b"scope".to_vec(),
+            ..Default::default()
+        };
+        let span = otlp::Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: b"chat".to_vec(),
+            start_time_unix_nano: 5,
+            end_time_unix_nano: 6,
+            attributes: vec![otlp::KeyValue::string("k", &"v".repeat(300))],
+            ..Default::default()
+        };
+        let expected = otlp::ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![otlp::ScopeSpans {
+                scope: Some(scope.clone()),
+                spans: vec![span.clone()],
+                schema_url: Vec::new(),
+            }],
+            schema_url: Vec::new(),
+        }
+        .encode_to_vec();
+        let raw = raw_copy(&resource.encode_to_vec(), &scope.encode_to_vec(), &span);
+        assert_eq!(raw.as_slice(), expected.as_slice());
     }
 }
