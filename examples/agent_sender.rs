@@ -62,7 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter.build()?)
-        .with_resource(Resource::builder().with_service_name("support-agent").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("support-agent")
+                .build(),
+        )
         .build();
     let tracer = provider.tracer("agent-ledger-example");
 
@@ -94,8 +98,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// Emits one workflow; returns its trace id and span count.
-fn send_workflow(tracer: &impl Tracer<Span = impl Span + Send + Sync + 'static>, index: usize, tool_calls: usize, valid: bool) -> (String, usize) {
-    let mut clock = Clock { next: SystemTime::now() - Duration::from_secs(30) };
+fn send_workflow(
+    tracer: &impl Tracer<Span = impl Span + Send + Sync + 'static>,
+    index: usize,
+    tool_calls: usize,
+    valid: bool,
+) -> (String, usize) {
+    let mut clock = Clock {
+        next: SystemTime::now() - Duration::from_secs(30),
+    };
     let root_start = clock.advance(0);
     let root = tracer
         .span_builder("handle support ticket")
@@ -122,11 +133,19 @@ fn send_workflow(tracer: &impl Tracer<Span = impl Span + Send + Sync + 'static>,
     let agent_context = root_context.with_span(agent);
 
     let mut spans = 2;
-    let mut input = vec![serde_json::json!({"role": "user", "parts": [{"type": "text", "content": "Where is order 1042?"}]})];
+    let mut input = vec![
+        serde_json::json!({"role": "user", "parts": [{"type": "text", "content": "Where is order 1042?"}]}),
+    ];
     for call in 0..=tool_calls {
         let call_id = format!("call_{index}_{call}");
         let requests_tool = call < tool_calls;
-        chat(tracer, &agent_context, &mut clock, &input, requests_tool.then_some(call_id.as_str()));
+        chat(
+            tracer,
+            &agent_context,
+            &mut clock,
+            &input,
+            requests_tool.then_some(call_id.as_str()),
+        );
         spans += 1;
         if requests_tool {
             tool(tracer, &agent_context, &mut clock, &call_id);
@@ -145,8 +164,14 @@ fn root_attributes(index: usize, valid: bool) -> Vec<KeyValue> {
     let mut attributes = vec![
         KeyValue::new("agent_ledger.origin.type", "user_request"),
         KeyValue::new("agent_ledger.origin.source", "support-portal"),
-        KeyValue::new("agent_ledger.origin.authorized_by", format!("user-{}", 100 + index)),
-        KeyValue::new("agent_ledger.task.spec", "Answer the customer's question about the status of order 1042."),
+        KeyValue::new(
+            "agent_ledger.origin.authorized_by",
+            format!("user-{}", 100 + index),
+        ),
+        KeyValue::new(
+            "agent_ledger.task.spec",
+            "Answer the customer's question about the status of order 1042.",
+        ),
         KeyValue::new("agent_ledger.credential.id", "cred-support-bot-2026-12"),
         KeyValue::new("agent_ledger.credential.issuer", "vault.internal"),
         KeyValue::new("agent_ledger.credential.issued_at", "2026-12-01T00:00:00Z"),
@@ -154,7 +179,10 @@ fn root_attributes(index: usize, valid: bool) -> Vec<KeyValue> {
     ];
     if valid {
         let scopes: Vec<StringValue> = vec!["orders:read".into(), "tickets:write".into()];
-        attributes.push(KeyValue::new("agent_ledger.credential.scopes", Value::Array(Array::String(scopes))));
+        attributes.push(KeyValue::new(
+            "agent_ledger.credential.scopes",
+            Value::Array(Array::String(scopes)),
+        ));
     }
     attributes
 }
@@ -168,8 +196,12 @@ fn chat(
 ) {
     let start = clock.advance(5);
     let output = match tool_call {
-        Some(call_id) => serde_json::json!([{"role": "assistant", "parts": [{"type": "tool_call", "id": call_id, "name": "lookup_order", "arguments": {"order": 1042}}], "finish_reason": "tool_call"}]),
-        None => serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": "Order 1042 has shipped."}], "finish_reason": "stop"}]),
+        Some(call_id) => {
+            serde_json::json!([{"role": "assistant", "parts": [{"type": "tool_call", "id": call_id, "name": "lookup_order", "arguments": {"order": 1042}}], "finish_reason": "tool_call"}])
+        }
+        None => {
+            serde_json::json!([{"role": "assistant", "parts": [{"type": "text", "content": "Order 1042 has shipped."}], "finish_reason": "stop"}])
+        }
     };
     let mut span = tracer
         .span_builder("chat gpt-4o")
@@ -182,14 +214,22 @@ fn chat(
             KeyValue::new("gen_ai.response.model", "gpt-4o-2024-08-06"),
             KeyValue::new("gen_ai.usage.input_tokens", 412),
             KeyValue::new("gen_ai.usage.output_tokens", 36),
-            KeyValue::new("gen_ai.input.messages", serde_json::Value::from(input.to_vec()).to_string()),
+            KeyValue::new(
+                "gen_ai.input.messages",
+                serde_json::Value::from(input.to_vec()).to_string(),
+            ),
             KeyValue::new("gen_ai.output.messages", output.to_string()),
         ])
         .start_with_context(tracer, parent);
     span.end_with_timestamp(clock.advance(120));
 }
 
-fn tool(tracer: &impl Tracer<Span = impl Span + Send + Sync + 'static>, parent: &Context, clock: &mut Clock, call_id: &str) {
+fn tool(
+    tracer: &impl Tracer<Span = impl Span + Send + Sync + 'static>,
+    parent: &Context,
+    clock: &mut Clock,
+    call_id: &str,
+) {
     let start = clock.advance(2);
     let mut span = tracer
         .span_builder("execute_tool lookup_order")

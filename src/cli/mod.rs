@@ -1,5 +1,6 @@
-//! The command line: `serve`, `schema`, `workflow`, `config`.
+//! The command line: `serve`, `schema`, `workflow`, `config`, `token`.
 
+mod token;
 mod workflow;
 
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ pub enum Command {
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
     Config,
+    /// Manage sender tokens: add (prints the token once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -65,7 +71,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema { apply: true } => {
             let applied = crate::clickhouse::migrate(&config.clickhouse)
                 .await
-                .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
+                .with_context(|| {
+                    format!(
+                        "cannot apply the schema at {}",
+                        config.clickhouse.display_url()
+                    )
+                })?;
             match applied.as_slice() {
                 [] => println!(
                     "schema is up to date in database {}",
@@ -83,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.to_yaml());
             Ok(())
         }
+        Command::Token { command } => token::run(&config, command),
     }
 }
 

@@ -7,6 +7,7 @@
 //! `Default` impls below. [`Config::load`] returns a validated value.
 
 mod env;
+mod security;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::preset::Preset;
 use crate::validate::Policy;
 
 pub use env::ALIASES;
+pub use security::{AuthConfig, AuthRequire, LimitsConfig, TlsConfig};
 
 /// A configuration error; the message names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub otlp: OtlpConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub clickhouse: ClickhouseConfig,
     pub assembler: AssemblerConfig,
@@ -108,6 +113,9 @@ pub struct ClickhouseConfig {
     pub password: String,
     /// File whose first line is the password.
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted for an `https://` URL, in
+    /// place of the system's trust store.
+    pub ca_file: Option<PathBuf>,
     /// Create and migrate the schema at start-up.
     pub create_schema: bool,
     /// A batch is written when it holds this many rows...
@@ -134,6 +142,7 @@ impl Default for ClickhouseConfig {
             user: "default".to_owned(),
             password: String::new(),
             password_file: None,
+            ca_file: None,
             create_schema: true,
             batch_rows: 20_000,
             batch_interval: Duration::from_secs(1),
@@ -145,6 +154,18 @@ impl Default for ClickhouseConfig {
 }
 
 impl ClickhouseConfig {
+    /// The URL without user information, for logs and errors.
+    pub fn display_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
+            None => self.url.clone(),
+        }
+    }
+
     /// The password from the setting or the file, without a trailing newline.
     pub fn resolved_password(&self) -> Result<String, ConfigError> {
         match &self.password_file {
@@ -356,6 +377,12 @@ impl Config {
                 "must start with http:// or https://, for example http://127.0.0.1:8123",
             );
         }
+        if self.clickhouse.ca_file.is_some() && !self.clickhouse.url.starts_with("https://") {
+            return invalid(
+                "clickhouse.ca_file",
+                "is set but clickhouse.url does not start with https://; use the server's HTTPS port, for example https://clickhouse.internal:8443",
+            );
+        }
         if !is_identifier(&self.clickhouse.database) {
             return invalid(
                 "clickhouse.database",
@@ -383,6 +410,7 @@ impl Config {
         if self.otlp.max_request_size.as_u64() < 1024 {
             return invalid("otlp.max_request_size", "must be at least 1KiB");
         }
+        security::validate(&self.tls, &self.auth, &self.limits)?;
         self.presets().map(|_| ())
     }
 
