@@ -15,6 +15,8 @@
 //! by the buffered-span limits and by the number of spans whose metadata it
 //! retains for duplicate detection and late spans.
 
+#[cfg(test)]
+mod properties;
 pub mod restore;
 mod state;
 pub mod task;

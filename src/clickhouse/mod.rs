@@ -64,7 +64,7 @@ pub const RETRYABLE_CODES: [u32; 14] = [
 /// Classifies an error of the `clickhouse` crate.
 pub fn classify(error: clickhouse::error::Error) -> StoreError {
     use clickhouse::error::Error;
-    let message = error.to_string();
+    let message = error_chain(&error);
     match &error {
         Error::Network(_) | Error::TimedOut => StoreError::Retryable {
             code: "network".to_owned(),
@@ -91,6 +91,22 @@ pub fn classify(error: clickhouse::error::Error) -> StoreError {
             message,
         },
     }
+}
+
+/// The error and its sources, so that a network error names its cause
+/// (such as an unknown certificate issuer) rather than only "network error".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The number in `Code: 241. DB::Exception: ...`.

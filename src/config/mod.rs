@@ -975,6 +975,97 @@ presets:
     }
 
     #[test]
+    fn example_file_holds_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent-ledger.yaml");
+
+        let config = Config::load_with(Some(&path), &[]).expect("the example file is valid");
+
+        assert_eq!(
+            config,
+            Config::default(),
+            "every value in the example is the default"
+        );
+    }
+
+    #[test]
+    fn display_url_hides_user_information() {
+        let cases = [
+            ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+            (
+                "https://writer:secret@ch.internal:8443/",
+                "https://[hidden]@ch.internal:8443/",
+            ),
+            (
+                "https://ch.internal:8443/path@x",
+                "https://ch.internal:8443/path@x",
+            ),
+        ];
+        for (url, expected) in cases {
+            let config = ClickhouseConfig {
+                url: url.to_owned(),
+                ..ClickhouseConfig::default()
+            };
+
+            assert_eq!(config.display_url(), expected, "url {url}");
+        }
+    }
+
+    #[test]
+    fn ca_file_needs_https() {
+        let error = load_env(&[("AGENT_LEDGER_CLICKHOUSE_CA_FILE", "/etc/ca.pem")])
+            .expect_err("CA file with an http URL");
+
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    setting: "clickhouse.ca_file",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn security_settings_from_env() {
+        let config = load_env(&[
+            ("AGENT_LEDGER_TLS_CERT", "/etc/agent-ledger/server.pem"),
+            ("AGENT_LEDGER_TLS_KEY", "/etc/agent-ledger/server.key"),
+            (
+                "AGENT_LEDGER_TLS_CLIENT_CA",
+                "/etc/agent-ledger/clients.pem",
+            ),
+            (
+                "AGENT_LEDGER_AUTH_TOKENS_FILE",
+                "/etc/agent-ledger/tokens.yaml",
+            ),
+            ("AGENT_LEDGER_AUTH_REQUIRE", "either"),
+            ("AGENT_LEDGER_LIMITS_SENDER_REQUESTS_PER_SECOND", "50"),
+            ("AGENT_LEDGER_LIMITS_MAX_ATTRIBUTE_VALUE_SIZE", "1MiB"),
+        ])
+        .expect("valid");
+
+        assert_eq!(
+            config.tls.cert.as_deref(),
+            Some(Path::new("/etc/agent-ledger/server.pem")),
+            "certificate"
+        );
+        assert_eq!(
+            config.tls.client_ca.as_deref(),
+            Some(Path::new("/etc/agent-ledger/clients.pem")),
+            "client CA"
+        );
+        assert_eq!(config.auth.require, Some(AuthRequire::Either), "mode");
+        assert_eq!(config.limits.sender_requests_per_second, 50, "rate");
+        assert_eq!(
+            config.limits.attribute_limits().max_value_bytes,
+            1024 * 1024,
+            "value size"
+        );
+    }
+
+    #[test]
     fn to_yaml_loads_back() {
         let config = load_env(&[
             ("AGENT_LEDGER_SETTLE", "2s"),

@@ -421,7 +421,8 @@ mod tests {
 
     #[test]
     fn validate_rejects_limits() {
-        let cases: [(&str, fn(&mut LimitsConfig), &str); 4] = [
+        type Change = fn(&mut LimitsConfig);
+        let cases: [(&str, Change, &str); 4] = [
             (
                 "no connections",
                 |limits| limits.max_connections = 0,

@@ -1253,6 +1253,67 @@ mod tests {
         );
     }
 
+    fn arbitrary_span() -> impl proptest::strategy::Strategy<Value = otlp::Span> {
+        use proptest::prelude::*;
+        let id = |len: usize| prop::collection::vec(any::<u8>(), 0..=len);
+        let text = prop::collection::vec(any::<u8>(), 0..12);
+        let attribute = (text.clone(), text.clone())
+            .prop_map(|(key, value)| pair(&key, Some(raw_string(&value))));
+        (
+            id(17),
+            id(9),
+            id(9),
+            text,
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(attribute, 0..6),
+        )
+            .prop_map(
+                |(trace_id, span_id, parent_span_id, name, start, end, attributes)| otlp::Span {
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    name,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    attributes,
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()) {
+                let _ = convert_request(request, &limited_context(3, 64));
+            }
+            let _ = span_from_raw(&bytes, &context());
+        }
+
+        #[test]
+        fn every_span_converted_or_rejected(
+            spans in proptest::collection::vec(arbitrary_span(), 0..20),
+            max_attributes in 1usize..4,
+        ) {
+            let count = spans.len();
+            let request = request(vec![resource_spans(service("agent"), scope(b"sdk"), spans)]);
+
+            let converted = convert_request(request, &limited_context(max_attributes, 64));
+
+            proptest::prop_assert_eq!(converted.spans.len() + converted.rejected.len(), count);
+            for span in &converted.spans {
+                proptest::prop_assert!(span.start_unix_nano > 0 && span.end_unix_nano >= span.start_unix_nano);
+                let again = span_from_raw(&span.raw, &limited_context(max_attributes, 64));
+                proptest::prop_assert_eq!(again.as_ref(), Some(span), "the spooled span reads back the same");
+            }
+            for rejected in &converted.rejected {
+                proptest::prop_assert!(rejected.reason.is_some());
+                proptest::prop_assert_eq!(span_from_raw(&rejected.raw_span, &context()), None);
+            }
+        }
+    }
+
     #[test]
     fn span_from_raw_rejects_bad_input() {
         let mut invalid = valid_span(1);

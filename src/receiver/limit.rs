@@ -2,7 +2,7 @@
 //! at once, and an optional request rate per sender (a token bucket per
 //! sender name, from the `governor` crate).
 //!
-//! The answers follow the OTLP specification: a receiver at its
+//! The statuses follow the OTLP specification: a receiver at its
 //! concurrency limit is overloaded, which is `UNAVAILABLE` with `RetryInfo`
 //! (HTTP 503 with `Retry-After`); a sender over its rate is throttled, which
 //! is `RESOURCE_EXHAUSTED` with `RetryInfo` (HTTP 429 with `Retry-After`).
@@ -25,7 +25,7 @@ pub const OVERLOAD_RETRY_DELAY: Duration = Duration::from_secs(1);
 type SenderLimiter =
     RateLimiter<Arc<str>, governor::state::keyed::DefaultKeyedStateStore<Arc<str>>, DefaultClock>;
 
-/// Why a request was refused by a limit.
+/// The limit that rejected a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
     #[error("the receiver is handling its maximum of concurrent requests; retry later")]

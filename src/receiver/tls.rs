@@ -7,8 +7,8 @@
 //! Handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], so a
 //! slow client never holds up the others. A connection over
 //! `limits.max_connections` is closed at once. A failed handshake is logged
-//! at debug level, warned about at most once a minute, and counted; there is
-//! no request to answer.
+//! at debug level, warned about at most once a minute, and counted. No
+//! request exists yet, so no status is sent.
 //!
 //! Any listener can serve these connections: tonic through
 //! [`Listener::into_stream`] and `serve_with_incoming` (the connection info

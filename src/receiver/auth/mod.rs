@@ -3,10 +3,10 @@
 //! certificate of its connection.
 //!
 //! [`Authenticator::authenticate`] returns the sender's name, which goes
-//! into `Sender` of every row of the request: the token's name, the client
-//! certificate's subject common name (its whole subject without one), both
-//! as `token-name (certificate-name)` under `both`, or an empty name when
-//! authentication is off. A refused request maps to `UNAUTHENTICATED` or
+//! into `Sender` of every row of the request. It is the token's name, or the
+//! client certificate's subject common name (its whole subject without
+//! one). Under `both` it is `token-name (certificate-name)`, and it is empty
+//! when authentication is off. A refused request maps to `UNAUTHENTICATED` or
 //! HTTP 401 ([`AuthError::to_status`], [`AuthError::http_status`]); error
 //! messages never repeat the presented token.
 
@@ -19,7 +19,7 @@ use crate::receiver::tls::PeerIdentity;
 
 pub use tokens::TokenStore;
 
-/// Why a request was not authenticated.
+/// The reason a request was not authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token: send the header `authorization: Bearer <token>`")]

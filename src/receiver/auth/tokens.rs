@@ -1,7 +1,7 @@
 //! The token file: a YAML list of `{name, sha256}` entries, the lower-case
-//! hex SHA-256 of each sender token, so the file holds no usable secret.
+//! hex SHA-256 of each sender token, so the file contains no usable secret.
 //!
-//! [`TokenStore`] holds the parsed file for the receiver and finds the name
+//! [`TokenStore`] keeps the parsed file for the receiver and finds the name
 //! of a presented token, comparing digests in constant time. The functions
 //! below serve `agent-ledger token`: they rewrite the file atomically (a
 //! temporary file renamed over it), so a receiver reloading it never reads
@@ -71,7 +71,7 @@ pub fn check_name(name: &str) -> Result<(), TokenFileError> {
     Ok(())
 }
 
-/// Parses the text of a token file; an empty file holds no tokens.
+/// Parses the text of a token file; an empty file contains no tokens.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<TokenEntry>, TokenFileError> {
     let invalid = |message: String| TokenFileError::Invalid {
         path: path.to_owned(),
