@@ -85,7 +85,8 @@ impl Security {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: config.tls.client_ca.clone(),
-                    require_client_certificate: require.requires_client_certificate(),
+                    require_client_certificate: config.tls.client_ca.is_some()
+                        && require != AuthRequire::Either,
                 };
                 let tls = ServerTls::load(files).context("cannot load the TLS files")?;
                 reloadable.push(tls.clone());

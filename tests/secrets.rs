@@ -251,3 +251,59 @@ async fn clickhouse_over_https_with_custom_ca() {
     harness.stop().await;
     proxy.abort();
 }
+
+#[test]
+fn token_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.yaml");
+    let file_arg = file.display().to_string();
+    let env = [("AGENT_LEDGER_AUTH_TOKENS_FILE", file_arg.clone())];
+
+    let added = run_binary(&["token", "add", "collector-eu"], &env);
+    let duplicate = run_binary(&["token", "add", "collector-eu", "--file", &file_arg], &[]);
+    let listed = run_binary(&["token", "list"], &env);
+    let revoked = run_binary(&["token", "revoke", "collector-eu"], &env);
+    let listed_after = run_binary(&["token", "list", "--file", &file_arg], &[]);
+
+    let token = String::from_utf8(added.stdout.clone()).unwrap();
+    let token = token.strip_suffix('\n').expect("one line");
+    assert!(added.status.success(), "add succeeds: {}", text(&added));
+    assert_eq!(
+        token.len(),
+        43,
+        "the token alone on standard output: {token:?}"
+    );
+    assert!(
+        token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "base64url: {token}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "token file mode");
+    assert!(!duplicate.status.success(), "a duplicate name is rejected");
+    assert!(
+        text(&duplicate).contains("already exists"),
+        "{}",
+        text(&duplicate)
+    );
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listing.starts_with("collector-eu\tsha256:"),
+        "listing: {listing}"
+    );
+    assert!(
+        !text(&listed).contains(token),
+        "the listing never shows the token"
+    );
+    assert!(
+        revoked.status.success(),
+        "revoke succeeds: {}",
+        text(&revoked)
+    );
+    assert!(
+        !String::from_utf8_lossy(&listed_after.stdout).contains("collector-eu"),
+        "revoked token gone"
+    );
+}

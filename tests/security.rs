@@ -683,3 +683,101 @@ async fn certificate_mode_refuses_plain_config() {
 
     assert!(error.to_string().contains("tls.client_ca"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_limits_stored() {
+    let mut config = test_config("attribute_limits");
+    config.limits.max_span_attributes = 8;
+    config.limits.max_attribute_value_size = bytesize::ByteSize::kib(1);
+    let mut harness = Harness::start(config).await;
+    let prompt = "p".repeat(5000);
+    let mut chat = chat_span(71, 2, 1, 10, 20).attr("gen_ai.input.messages", &prompt);
+    for n in 0..10 {
+        chat = chat.attr(&format!("extra.{n}"), "value");
+    }
+
+    harness
+        .export(request(vec![
+            root_span(71, 1, None, 0, 100).build(),
+            chat.build(),
+        ]))
+        .await
+        .expect("request succeeds");
+
+    let stored = format!(
+        "SELECT count() FROM agent_spans WHERE TraceId = '{}'",
+        trace_hex(71)
+    );
+    assert_eq!(
+        harness.wait_for_count(&stored, 2, WAIT).await,
+        2,
+        "both spans stored"
+    );
+    let sql = format!(
+        "SELECT SpanAttributes['agent_ledger.truncated.gen_ai.input.messages'], \
+         SpanAttributes['agent_ledger.dropped_attributes_count'], \
+         length(SpanAttributes['gen_ai.input.messages']) \
+         FROM agent_spans WHERE TraceId = '{}' AND SpanId = '{}'",
+        trace_hex(71),
+        span_hex(2)
+    );
+    let rows: Vec<(String, String, u64)> = harness.rows(&sql).await;
+    assert_eq!(rows[0].0, "5000", "original length recorded");
+    assert_eq!(rows[0].1, "6", "ten extra attributes, four of them kept");
+    assert!(rows[0].2 <= 1024, "value truncated to 1KiB: {}", rows[0].2);
+    assert_eq!(
+        metric(&harness, "agent_ledger_attribute_values_truncated_total").await,
+        1.0,
+        "truncation counted"
+    );
+    assert_eq!(
+        metric(&harness, "agent_ledger_attributes_dropped_total").await,
+        6.0,
+        "dropped attributes counted"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_needs_token_and_certificate() {
+    let setup = TlsSetup::new();
+    let client_ca = TestCa::new("client CA");
+    let tokens_file = setup.path("tokens.yaml");
+    let token = tokens::add(&tokens_file, "collector").unwrap();
+    let mut config = test_config("auth_both");
+    setup.configure(&mut config);
+    config.tls.client_ca = Some(client_ca.write(setup.dir.path(), "client-ca"));
+    config.auth.tokens_file = Some(tokens_file);
+    let mut harness = Harness::start(config).await;
+    let ca = setup.ca.cert_pem();
+    let client = client_ca.client("edge-7");
+    let header = format!("Bearer {token}");
+
+    let both = send_tls(
+        port(&harness),
+        &ca,
+        Some(&client),
+        Some(&header),
+        workflow_with_bad_span(81),
+    )
+    .await;
+    let only_certificate = send_tls(
+        port(&harness),
+        &ca,
+        Some(&client),
+        None,
+        request(Vec::new()),
+    )
+    .await;
+
+    assert!(both.is_ok(), "token and certificate: {both:?}");
+    let refused = only_certificate.expect_err("certificate without token");
+    assert!(refused.starts_with("Unauthenticated"), "{refused}");
+    assert_eq!(stored_spans(&harness, 81).await, 2, "stored");
+    assert_eq!(
+        senders(&harness, "agent_spans", 81).await,
+        vec!["collector (edge-7)"],
+        "the sender names both"
+    );
+    harness.stop().await;
+}

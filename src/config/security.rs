@@ -74,11 +74,6 @@ impl AuthRequire {
             AuthRequire::Certificate | AuthRequire::Either | AuthRequire::Both
         )
     }
-
-    /// Whether the TLS handshake must fail without a client certificate.
-    pub fn requires_client_certificate(self) -> bool {
-        matches!(self, AuthRequire::Certificate | AuthRequire::Both)
-    }
 }
 
 /// Sender authentication.

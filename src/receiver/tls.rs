@@ -84,6 +84,8 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// Whether the handshake fails without a client certificate; when false,
     /// a client certificate is optional but must be valid if presented.
+    /// `serve` requires one whenever a client CA is set, except under
+    /// `auth.require: either`, where a token may stand in for it.
     pub require_client_certificate: bool,
 }
 
