@@ -70,6 +70,7 @@ impl Fixture {
         let context = RequestContext {
             received_at_unix_nano: 1_796_000_000_000_000_000,
             sender: Arc::from(""),
+            limits: Default::default(),
         };
         let spans = convert_request(decoded.clone(), &context).spans;
         let resolver = Resolver::default();
@@ -101,6 +102,7 @@ fn limits() -> Limits {
         max_buffered_spans: 1_000_000,
         max_buffered_bytes: 1 << 30,
         max_retained_spans: 2_000_000,
+        attributes: Default::default(),
     }
 }
 

@@ -39,6 +39,19 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A label set with one `limit` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+/// A label set for reloads of files: what was reloaded and the outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabel {
+    pub kind: String,
+    pub result: String,
+}
+
 /// Every metric the receiver exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -64,6 +77,14 @@ pub struct Metrics {
     pub spool_replayed_records: Counter,
     pub spool_compacted_spans: Counter,
     pub secrets_redacted: Family<KindLabel, Counter>,
+    pub unauthenticated: Family<ReasonLabel, Counter>,
+    pub limited: Family<LimitLabel, Counter>,
+    pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    pub connections_refused: Counter,
+    pub open_connections: Gauge,
+    pub attributes_dropped: Counter,
+    pub attribute_values_truncated: Counter,
+    pub reloads: Family<ReloadLabel, Counter>,
 }
 
 impl Metrics {
@@ -180,6 +201,7 @@ impl Metrics {
             "Secrets replaced with [REDACTED:<kind>] in received spans, by kind",
             self.secrets_redacted.clone(),
         );
+        self.register_security(registry);
         for reason in Reason::ALL {
             self.rejected(reason);
         }
@@ -192,6 +214,49 @@ impl Metrics {
                 .get_or_create(&KindLabel { kind: kind.clone() })
                 .inc_by(*count);
         }
+    }
+
+    fn register_security(&self, registry: &mut Registry) {
+        registry.register(
+            "requests_unauthenticated",
+            "Requests refused as unauthenticated, by reason",
+            self.unauthenticated.clone(),
+        );
+        registry.register(
+            "requests_limited",
+            "Requests refused by a limit: overloaded (concurrency) or rate_limited (per sender)",
+            self.limited.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            self.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because limits.max_connections was reached",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open OTLP connections",
+            self.open_connections.clone(),
+        );
+        registry.register(
+            "attributes_dropped",
+            "Attributes dropped by limits.max_span_attributes",
+            self.attributes_dropped.clone(),
+        );
+        registry.register(
+            "attribute_values_truncated",
+            "Attribute values truncated by limits.max_attribute_value_size",
+            self.attribute_values_truncated.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Reloads of certificate and token files, by kind and result",
+            self.reloads.clone(),
+        );
     }
 
     /// The rejected-span counter of one reason.

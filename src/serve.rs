@@ -11,12 +11,17 @@ use crate::assembler::restore::restore;
 use crate::assembler::task::{self, RecallFn};
 use crate::assembler::{Assembler, Limits, Recall};
 use crate::clickhouse::sink::Sink;
-use crate::config::Config;
+use crate::config::{AuthRequire, Config};
 use crate::metrics::Metrics;
 use crate::preset::Resolver;
 use crate::receiver::Receiver;
-use crate::receiver::convert::{RequestContext, span_from_raw};
+use crate::receiver::auth::{Authenticator, TokenStore};
+use crate::receiver::convert::{AttributeLimits, RequestContext, span_from_raw};
+use crate::receiver::gate::Gate;
 use crate::receiver::grpc::TraceService;
+use crate::receiver::limit::RequestLimiter;
+use crate::receiver::reload::{self, Reloadable};
+use crate::receiver::tls::{self, ServerTls, TlsFiles};
 use crate::spool::{RecordPosition, Spool};
 
 /// A running receiver, for tests and for [`run`].
@@ -59,18 +64,72 @@ async fn wait_for_signal() {
     }
 }
 
+/// What every OTLP listener shares: TLS, authentication and limits.
+pub struct Security {
+    /// The TLS configuration, when `tls.cert` is set.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Authentication and request limits.
+    pub gate: Arc<Gate>,
+    /// Maximum open connections per listener.
+    pub max_connections: usize,
+    reloadable: Vec<Arc<dyn Reloadable>>,
+}
+
+impl Security {
+    /// Loads the certificates and the token file named in `config`.
+    pub fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Security> {
+        let require = config.auth.effective_require(&config.tls);
+        let mut reloadable: Vec<Arc<dyn Reloadable>> = Vec::new();
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: config.tls.client_ca.clone(),
+                    require_client_certificate: config.tls.client_ca.is_some()
+                        && require != AuthRequire::Either,
+                };
+                let tls = ServerTls::load(files).context("cannot load the TLS files")?;
+                reloadable.push(tls.clone());
+                Some(tls)
+            }
+            _ => None,
+        };
+        let tokens = match &config.auth.tokens_file {
+            Some(path) => {
+                let tokens = TokenStore::load(path).context("cannot load auth.tokens_file")?;
+                if tokens.is_empty() {
+                    tracing::warn!(path = %path.display(), "the token file lists no tokens; every request that needs a token is refused until one is added with `agent-ledger token add`");
+                }
+                reloadable.push(tokens.clone());
+                Some(tokens)
+            }
+            None => None,
+        };
+        let authenticator = Authenticator::new(require, tokens);
+        let limiter = RequestLimiter::new(&config.limits);
+        Ok(Security {
+            tls,
+            gate: Arc::new(Gate::new(authenticator, limiter, metrics)),
+            max_connections: config.limits.max_connections,
+            reloadable,
+        })
+    }
+}
+
 /// Starts every stage and the listeners; returns once they accept.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::default());
+    let security = Security::load(&config, metrics.clone())?;
     let client = crate::clickhouse::client(&config.clickhouse)?;
     if config.clickhouse.create_schema {
         crate::clickhouse::migrate(&config.clickhouse, &crate::clickhouse::schema::Schema::new(&config.clickhouse)).await.with_context(|| {
             format!(
                 "cannot apply the schema at {}; check that ClickHouse is running and clickhouse.url is right",
-                config.clickhouse.url
+                config.clickhouse.display_url()
             )
         })?;
     }
-    let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
@@ -107,7 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         assembler,
         assembler_queue,
         sink_handle,
-        recall_fn(client.clone()),
+        recall_fn(client.clone(), config.limits.attribute_limits()),
         metrics.clone(),
         replayed,
     ));
@@ -115,37 +174,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let redactor = crate::redact::Redactor::new(&config.redact).map_err(anyhow::Error::msg)?;
     let receiver = Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
         .with_spool(spool.clone())
-        .with_redactor(Arc::new(redactor));
+        .with_redactor(Arc::new(redactor))
+        .with_attribute_limits(config.limits.attribute_limits());
     let receiver = Arc::new(receiver);
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.grpc_addr {}", config.otlp.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_listener = tls::listen(
+        grpc_listener,
+        security.tls.clone(),
+        security.max_connections,
+        metrics.clone(),
+    )?;
+    let grpc_addr = grpc_listener.local_addr();
     let http_listener = tokio::net::TcpListener::bind(config.otlp.http_addr)
         .await
         .with_context(|| format!("cannot listen on otlp.http_addr {}", config.otlp.http_addr))?;
-    let http_addr = http_listener.local_addr()?;
+    let http_listener = tls::listen(
+        http_listener,
+        security.tls.clone(),
+        security.max_connections,
+        metrics.clone(),
+    )?;
+    let http_addr = http_listener.local_addr();
     let admin_listener = crate::admin::bind(config.admin.addr)
         .await
         .with_context(|| format!("cannot listen on admin.addr {}", config.admin.addr))?;
     let admin_addr = admin_listener.local_addr()?;
-    warn_if_exposed(grpc_addr);
-    warn_if_exposed(http_addr);
+    warn_if_exposed(grpc_addr, &config);
+    warn_if_exposed(http_addr, &config);
 
     let (shutdown, shutdown_watch) = watch::channel(false);
-    let max_request_size = config.otlp.max_request_size.as_u64() as usize;
-    let service = TraceService::new(receiver.clone(), max_request_size);
+    let reload_task = reload::spawn(
+        security.reloadable.clone(),
+        reload::POLL_INTERVAL,
+        metrics.clone(),
+        shutdown_watch.clone(),
+    );
+    let service = TraceService::new(
+        receiver.clone(),
+        security.gate.clone(),
+        config.otlp.max_request_size.as_u64() as usize,
+    );
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tokio_stream_listener(grpc_listener),
+                grpc_listener.into_stream(),
                 signalled(shutdown_watch.clone()),
             ),
     );
+    let max_request_size = config.otlp.max_request_size.as_u64() as usize;
     let http_task = tokio::spawn(crate::receiver::http::serve(
         http_listener,
         receiver.clone(),
+        security.gate.clone(),
         max_request_size,
         signalled(shutdown_watch.clone()),
     ));
@@ -156,7 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clickhouse.database.clone(),
         signalled(shutdown_watch.clone()),
     ));
-    tracing::info!(%grpc_addr, %http_addr, %admin_addr, database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC and HTTP");
+    tracing::info!(%grpc_addr, %http_addr, %admin_addr, tls = security.tls.is_some(), auth = config.auth.effective_require(&config.tls).name(), database = %config.clickhouse.database, settle = ?config.assembler.settle, root_wait = ?config.assembler.root_wait, "agent-ledger is receiving OTLP over gRPC and HTTP");
 
     let done = tokio::spawn(async move {
         let mut watch = shutdown_watch;
@@ -177,6 +260,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink_task.await.context("the sink task panicked")?;
         spool.close();
         spool.trim();
+        let _ = reload_task.await;
         admin_task
             .await
             .context("the admin task panicked")?
@@ -214,26 +298,28 @@ fn limits(config: &Config) -> Limits {
         max_buffered_spans: assembler.max_buffered_spans,
         max_buffered_bytes: assembler.max_buffered_bytes.as_u64() as usize,
         max_retained_spans: assembler.max_retained_spans,
+        attributes: config.limits.attribute_limits(),
     }
 }
 
-fn recall_fn(client: clickhouse::Client) -> RecallFn {
+fn recall_fn(client: clickhouse::Client, limits: AttributeLimits) -> RecallFn {
     Arc::new(move |request: Recall| {
         let client = client.clone();
         Box::pin(async move {
             let trace_id = request.trace_id.to_hex();
             let span_ids: Vec<String> = request.span_ids.iter().map(|id| id.to_hex()).collect();
             match crate::clickhouse::recall_quarantined(&client, &trace_id, &span_ids).await {
-                Ok(raw_spans) => {
-                    let context = RequestContext {
-                        received_at_unix_nano: crate::now_unix_nano(),
-                        sender: Arc::from(""),
-                    };
-                    raw_spans
-                        .iter()
-                        .filter_map(|raw| span_from_raw(raw, &context))
-                        .collect()
-                }
+                Ok(recalled) => recalled
+                    .into_iter()
+                    .filter_map(|span| {
+                        let context = RequestContext {
+                            received_at_unix_nano: span.received_at_unix_nano,
+                            sender: Arc::from(span.sender),
+                            limits,
+                        };
+                        span_from_raw(&span.raw, &context)
+                    })
+                    .collect(),
                 Err(error) => {
                     tracing::warn!(trace_id = %trace_id, code = error.code(), %error, "reading quarantined spans back failed; retrying");
                     Vec::new()
@@ -243,24 +329,21 @@ fn recall_fn(client: clickhouse::Client) -> RecallFn {
     })
 }
 
-fn warn_if_exposed(addr: std::net::SocketAddr) {
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the OTLP listener is reachable from other hosts without TLS or sender authentication; anyone who can reach it can write to the audit trail");
+/// Warns at start-up about a listener other hosts can reach without TLS or
+/// without sender authentication.
+fn warn_if_exposed(addr: std::net::SocketAddr, config: &Config) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    let require = config.auth.effective_require(&config.tls);
+    if require == AuthRequire::None {
+        tracing::warn!(%addr, "the OTLP listener is reachable from other hosts without sender authentication; anyone who can reach it can write to the audit trail. Set auth.tokens_file or tls.client_ca");
+    }
+    if !config.tls.enabled() {
+        tracing::warn!(%addr, "the OTLP listener is reachable from other hosts without TLS; spans and bearer tokens cross the network in clear text and can be read or altered. Set tls.cert and tls.key");
     }
 }
 
 async fn signalled(mut watch: watch::Receiver<bool>) {
     let _ = watch.wait_for(|stop| *stop).await;
-}
-
-fn tokio_stream_listener(
-    listener: tokio::net::TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    })
 }

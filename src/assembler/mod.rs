@@ -15,6 +15,8 @@
 //! by the buffered-span limits and by the number of spans whose metadata it
 //! retains for duplicate detection and late spans.
 
+#[cfg(test)]
+mod properties;
 pub mod restore;
 mod state;
 pub mod task;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::link::{self, StepLinks};
 use crate::preset::{Resolver, StepKind};
 use crate::quarantine::{Reason, RejectedSpan};
+use crate::receiver::convert::AttributeLimits;
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, StepCheck, Verdict};
@@ -48,6 +51,9 @@ pub struct Limits {
     /// Maximum spans whose metadata is retained after their workflow was
     /// written, for duplicate detection and late spans.
     pub max_retained_spans: usize,
+    /// Attribute limits applied when spooled spans are converted again; the
+    /// same as the receiver's, so a span reads back as it was checked.
+    pub attributes: AttributeLimits,
 }
 
 /// How the spans of a sealed workflow are stored.
@@ -146,6 +152,11 @@ impl Assembler {
     /// The spool holding waiting spans' bodies, if any.
     pub fn spool(&self) -> Option<Arc<Spool>> {
         self.spool.clone()
+    }
+
+    /// The attribute limits spooled spans are converted with.
+    pub fn attribute_limits(&self) -> AttributeLimits {
+        self.limits.attributes
     }
 
     fn release_location(&self, location: Option<Location>) {
@@ -351,6 +362,7 @@ impl Assembler {
             loader: state::Loader {
                 resolver: &self.resolver,
                 spool: self.spool.as_deref(),
+                limits: self.limits.attributes,
             },
         }
         .run(out);
@@ -404,6 +416,7 @@ impl Assembler {
         let loader = state::Loader {
             resolver: &self.resolver,
             spool: self.spool.as_deref(),
+            limits: self.limits.attributes,
         };
         let released =
             state::quarantine_waiting(&mut trace, trace_id, Reason::Evicted, loader, out);
@@ -586,6 +599,7 @@ impl Assembler {
             let loader = state::Loader {
                 resolver: &self.resolver,
                 spool: self.spool.as_deref(),
+                limits: self.limits.attributes,
             };
             if let Some(trace) = self.traces.get_mut(&trace_id) {
                 let released = state::quarantine_waiting(
@@ -617,6 +631,7 @@ mod tests {
             max_buffered_spans: 10_000,
             max_buffered_bytes: 1 << 30,
             max_retained_spans: 100_000,
+            attributes: AttributeLimits::default(),
         }
     }
 

@@ -132,6 +132,7 @@ fn replay_record(
     let context = RequestContext {
         received_at_unix_nano: record.received_at,
         sender: Arc::from(record.sender.as_str()),
+        limits: assembler.attribute_limits(),
     };
     for (location, bytes) in record.spans {
         let Some(mut span) = span_from_raw(&bytes, &context) else {

@@ -129,6 +129,7 @@ impl Pending {
 pub struct Loader<'a> {
     pub resolver: &'a Resolver,
     pub spool: Option<&'a Spool>,
+    pub limits: crate::receiver::convert::AttributeLimits,
 }
 
 impl Loader<'_> {
@@ -149,6 +150,7 @@ impl Loader<'_> {
         let context = RequestContext {
             received_at_unix_nano: spooled.received_at_unix_nano,
             sender: spooled.sender,
+            limits: self.limits,
         };
         let span = spool
             .read(&spooled.location)

@@ -1,7 +1,8 @@
 //! The command line: `serve`, `schema`, `workflow`, `evidence`, `verify`,
-//! `keygen`, `config`.
+//! `keygen`, `token`, `config`.
 
 mod evidence;
+mod token;
 mod verify;
 mod workflow;
 
@@ -73,6 +74,11 @@ pub enum Command {
     /// Print the effective configuration (defaults, file and environment
     /// merged; secrets left out).
     Config,
+    /// Manage sender tokens: add (prints the token once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
 }
 
 impl Command {
@@ -112,6 +118,7 @@ async fn run_other(config: Config, command: Command) -> anyhow::Result<()> {
             print!("{}", config.to_yaml());
             Ok(())
         }
+        Command::Token { command } => token::run(&config, command),
         Command::Verify(_) | Command::Keygen { .. } => unreachable!("handled in run"),
     }
 }
@@ -129,7 +136,12 @@ async fn schema(config: &Config, apply: bool, cluster: Option<String>) -> anyhow
     }
     let applied = crate::clickhouse::migrate(&config.clickhouse, &schema)
         .await
-        .with_context(|| format!("cannot apply the schema at {}", config.clickhouse.url))?;
+        .with_context(|| {
+            format!(
+                "cannot apply the schema at {}",
+                config.clickhouse.display_url()
+            )
+        })?;
     let place = match &schema.cluster {
         Some(cluster) => format!("database {} on cluster {cluster}", schema.database),
         None => format!("database {}", schema.database),

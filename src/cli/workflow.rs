@@ -83,7 +83,12 @@ pub async fn run(config: &Config, trace_id: &str, format: Format) -> anyhow::Res
         .bind(&trace_id)
         .fetch_all()
         .await
-        .with_context(|| format!("cannot read agent_workflows from {}", config.clickhouse.url))?;
+        .with_context(|| {
+            format!(
+                "cannot read agent_workflows from {}",
+                config.clickhouse.display_url()
+            )
+        })?;
     let mut reports = Vec::new();
     for verdict in verdicts {
         let steps = steps(&client, &trace_id, &verdict.root_span_id).await?;

@@ -8,6 +8,7 @@
 pub mod rows;
 pub mod schema;
 pub mod sink;
+mod tls;
 
 use std::time::Duration;
 
@@ -26,6 +27,11 @@ pub enum StoreError {
     Permanent { code: String, message: String },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("invalid clickhouse.ca_file {path}: {message}")]
+    CaFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -39,7 +45,7 @@ impl StoreError {
     pub fn code(&self) -> &str {
         match self {
             StoreError::Retryable { code, .. } | StoreError::Permanent { code, .. } => code,
-            StoreError::Config(_) => "config",
+            StoreError::Config(_) | StoreError::CaFile { .. } => "config",
         }
     }
 }
@@ -58,7 +64,7 @@ pub const RETRYABLE_CODES: [u32; 14] = [
 /// Classifies an error of the `clickhouse` crate.
 pub fn classify(error: clickhouse::error::Error) -> StoreError {
     use clickhouse::error::Error;
-    let message = error.to_string();
+    let message = error_chain(&error);
     match &error {
         Error::Network(_) | Error::TimedOut => StoreError::Retryable {
             code: "network".to_owned(),
@@ -87,6 +93,22 @@ pub fn classify(error: clickhouse::error::Error) -> StoreError {
     }
 }
 
+/// The error and its sources, so that a network error names its cause
+/// (such as an unknown certificate issuer) rather than only "network error".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The number in `Code: 241. DB::Exception: ...`.
 pub fn exception_code(text: &str) -> Option<u32> {
     let start = text.find("Code: ")? + "Code: ".len();
@@ -97,10 +119,20 @@ pub fn exception_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// A client for `config`, with the database selected.
+/// A client for `config`, with the database selected. An `https://` URL is
+/// served over rustls, trusting `clickhouse.ca_file` when set and the
+/// system's trust store otherwise.
 pub fn client(config: &ClickhouseConfig) -> Result<clickhouse::Client, StoreError> {
     let password = config.resolved_password()?;
-    let mut client = clickhouse::Client::default()
+    let base = match tls::https_connector(config)? {
+        Some(connector) => clickhouse::Client::with_http_client(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(tls::POOL_IDLE_TIMEOUT)
+                .build(connector),
+        ),
+        None => clickhouse::Client::default(),
+    };
+    let mut client = base
         .with_url(&config.url)
         .with_user(&config.user)
         .with_database(&config.database)
@@ -187,15 +219,26 @@ pub async fn is_ready(client: &clickhouse::Client, database: &str) -> bool {
     matches!(result, Ok(Ok(version)) if version >= latest)
 }
 
-/// Reads quarantined spans back (their `RawSpan`), for re-admission.
+/// A quarantined span read back for re-admission: the span as received,
+/// who sent it and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecalledSpan {
+    pub raw: Vec<u8>,
+    pub sender: String,
+    pub received_at_unix_nano: i64,
+}
+
+/// Reads quarantined spans back (their `RawSpan`, `Sender` and
+/// `ReceivedAt`), for re-admission.
 pub async fn recall_quarantined(
     client: &clickhouse::Client,
     trace_id: &str,
     span_ids: &[String],
-) -> Result<Vec<Vec<u8>>, StoreError> {
-    let rows: Vec<String> = client
+) -> Result<Vec<RecalledSpan>, StoreError> {
+    let rows: Vec<(String, String, i64)> = client
         .query(
-            "SELECT any(RawSpan) FROM agent_rejected_spans \
+            "SELECT any(RawSpan), any(Sender), toInt64(any(toUnixTimestamp64Nano(ReceivedAt))) \
+             FROM agent_rejected_spans \
              WHERE TraceId = ? AND SpanId IN ? AND Reason IN ('root_span_missing', 'evicted') \
              GROUP BY SpanId",
         )
@@ -206,8 +249,15 @@ pub async fn recall_quarantined(
         .map_err(classify)?;
     use base64::Engine;
     Ok(rows
-        .iter()
-        .filter_map(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
+        .into_iter()
+        .filter_map(|(raw, sender, received_at_unix_nano)| {
+            let raw = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+            Some(RecalledSpan {
+                raw,
+                sender,
+                received_at_unix_nano,
+            })
+        })
         .collect())
 }
 

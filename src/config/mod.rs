@@ -8,6 +8,7 @@
 
 mod env;
 mod retention;
+mod security;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::validate::Policy;
 
 pub use env::ALIASES;
 pub use retention::{MIN_RETENTION, Retention};
+pub use security::{AuthConfig, AuthRequire, LimitsConfig, TlsConfig};
 
 /// A configuration error; the message names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub otlp: OtlpConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub clickhouse: ClickhouseConfig,
     pub assembler: AssemblerConfig,
@@ -115,6 +120,9 @@ pub struct ClickhouseConfig {
     pub password: String,
     /// File whose first line is the password.
     pub password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted for an `https://` URL, in
+    /// place of the system's trust store.
+    pub ca_file: Option<PathBuf>,
     /// Create and migrate the schema at start-up.
     pub create_schema: bool,
     /// A batch is written when it holds this many rows...
@@ -150,6 +158,7 @@ impl Default for ClickhouseConfig {
             user: "default".to_owned(),
             password: String::new(),
             password_file: None,
+            ca_file: None,
             create_schema: true,
             batch_rows: 20_000,
             batch_interval: Duration::from_secs(1),
@@ -163,6 +172,18 @@ impl Default for ClickhouseConfig {
 }
 
 impl ClickhouseConfig {
+    /// The URL without user information, for logs and errors.
+    pub fn display_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
+            None => self.url.clone(),
+        }
+    }
+
     /// The password from the setting or the file, without a trailing newline.
     pub fn resolved_password(&self) -> Result<String, ConfigError> {
         match &self.password_file {
@@ -438,6 +459,12 @@ impl Config {
                 "must start with http:// or https://, for example http://127.0.0.1:8123",
             );
         }
+        if self.clickhouse.ca_file.is_some() && !self.clickhouse.url.starts_with("https://") {
+            return invalid(
+                "clickhouse.ca_file",
+                "is set but clickhouse.url does not start with https://; use the server's HTTPS port, for example https://clickhouse.internal:8443",
+            );
+        }
         if !is_identifier(&self.clickhouse.database) {
             return invalid(
                 "clickhouse.database",
@@ -481,6 +508,7 @@ impl Config {
             setting: "redact.patterns",
             message,
         })?;
+        security::validate(&self.tls, &self.auth, &self.limits)?;
         self.presets().map(|_| ())
     }
 
@@ -1077,6 +1105,97 @@ presets:
         assert!(
             !env_yaml.contains("password:"),
             "no password key: {env_yaml}"
+        );
+    }
+
+    #[test]
+    fn example_file_holds_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent-ledger.yaml");
+
+        let config = Config::load_with(Some(&path), &[]).expect("the example file is valid");
+
+        assert_eq!(
+            config,
+            Config::default(),
+            "every value in the example is the default"
+        );
+    }
+
+    #[test]
+    fn display_url_hides_user_information() {
+        let cases = [
+            ("http://127.0.0.1:8123", "http://127.0.0.1:8123"),
+            (
+                "https://writer:secret@ch.internal:8443/",
+                "https://[hidden]@ch.internal:8443/",
+            ),
+            (
+                "https://ch.internal:8443/path@x",
+                "https://ch.internal:8443/path@x",
+            ),
+        ];
+        for (url, expected) in cases {
+            let config = ClickhouseConfig {
+                url: url.to_owned(),
+                ..ClickhouseConfig::default()
+            };
+
+            assert_eq!(config.display_url(), expected, "url {url}");
+        }
+    }
+
+    #[test]
+    fn ca_file_needs_https() {
+        let error = load_env(&[("AGENT_LEDGER_CLICKHOUSE_CA_FILE", "/etc/ca.pem")])
+            .expect_err("CA file with an http URL");
+
+        assert!(
+            matches!(
+                error,
+                ConfigError::Invalid {
+                    setting: "clickhouse.ca_file",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn security_settings_from_env() {
+        let config = load_env(&[
+            ("AGENT_LEDGER_TLS_CERT", "/etc/agent-ledger/server.pem"),
+            ("AGENT_LEDGER_TLS_KEY", "/etc/agent-ledger/server.key"),
+            (
+                "AGENT_LEDGER_TLS_CLIENT_CA",
+                "/etc/agent-ledger/clients.pem",
+            ),
+            (
+                "AGENT_LEDGER_AUTH_TOKENS_FILE",
+                "/etc/agent-ledger/tokens.yaml",
+            ),
+            ("AGENT_LEDGER_AUTH_REQUIRE", "either"),
+            ("AGENT_LEDGER_LIMITS_SENDER_REQUESTS_PER_SECOND", "50"),
+            ("AGENT_LEDGER_LIMITS_MAX_ATTRIBUTE_VALUE_SIZE", "1MiB"),
+        ])
+        .expect("valid");
+
+        assert_eq!(
+            config.tls.cert.as_deref(),
+            Some(Path::new("/etc/agent-ledger/server.pem")),
+            "certificate"
+        );
+        assert_eq!(
+            config.tls.client_ca.as_deref(),
+            Some(Path::new("/etc/agent-ledger/clients.pem")),
+            "client CA"
+        );
+        assert_eq!(config.auth.require, Some(AuthRequire::Either), "mode");
+        assert_eq!(config.limits.sender_requests_per_second, 50, "rate");
+        assert_eq!(
+            config.limits.attribute_limits().max_value_bytes,
+            1024 * 1024,
+            "value size"
         );
     }
 

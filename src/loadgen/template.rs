@@ -389,6 +389,7 @@ mod tests {
         let context = RequestContext {
             received_at_unix_nano: 1,
             sender: Arc::from(""),
+            limits: Default::default(),
         };
         let converted = convert_request(request, &context);
         assert!(converted.rejected.is_empty());

@@ -1,5 +1,14 @@
 //! Per-span checks at the edge: turns OTLP messages into typed spans, or into
 //! quarantine rows with the reason they failed.
+//!
+//! The attribute limits are applied here, so that every listener and every
+//! re-conversion from the spool gets the same result: attributes past the
+//! maximum count are dropped, keeping the first ones as sent, and counted in
+//! `agent_ledger.dropped_attributes_count` (the sender's own dropped count
+//! included); a value longer than the maximum size is truncated with
+//! [`TRUNCATION_MARKER`] and its original length in bytes is stored in
+//! `agent_ledger.truncated.<key>`. The span as received stays whole in the
+//! spool and in `RawSpan`.
 
 use std::sync::Arc;
 
@@ -10,11 +19,52 @@ use crate::otlp;
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::span::{Attributes, Event, Link, Resource, Scope, Span, SpanId, TraceId, Value};
 
+/// Default maximum attributes of one span, resource, event or link: eight
+/// times the OpenTelemetry SDK's default count limit of 128, so spans from
+/// SDKs with raised limits pass unchanged.
+pub const DEFAULT_MAX_ATTRIBUTES: usize = 1024;
+
+/// Default maximum size of one attribute value: large enough for a long
+/// prompt or tool result, small enough to keep ClickHouse rows manageable.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Appended to a truncated string value.
+pub const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// Attribute that records how many attributes were dropped.
+pub const DROPPED_ATTRIBUTES_COUNT: &str = "agent_ledger.dropped_attributes_count";
+
+/// Prefix of the attribute that records a truncated value's original length.
+pub const TRUNCATED_PREFIX: &str = "agent_ledger.truncated.";
+
+/// Limits applied to the attributes of every span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttributeLimits {
+    /// Maximum attributes per span, resource, event or link.
+    pub max_attributes: usize,
+    /// Maximum bytes of one attribute value (string, bytes, or the JSON text
+    /// of an array or key-value list).
+    pub max_value_bytes: usize,
+}
+
+impl Default for AttributeLimits {
+    fn default() -> Self {
+        AttributeLimits {
+            max_attributes: DEFAULT_MAX_ATTRIBUTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
 /// The outcome of checking one request's spans.
 #[derive(Debug, Default)]
 pub struct Converted {
     pub spans: Vec<Span>,
     pub rejected: Vec<RejectedSpan>,
+    /// Attributes dropped by the count limit.
+    pub dropped_attributes: u64,
+    /// Attribute values truncated by the size limit.
+    pub truncated_values: u64,
 }
 
 /// Context shared by every span of one request.
@@ -22,6 +72,14 @@ pub struct Converted {
 pub struct RequestContext {
     pub received_at_unix_nano: i64,
     pub sender: Arc<str>,
+    pub limits: AttributeLimits,
+}
+
+/// What the attribute limits changed while converting.
+#[derive(Clone, Copy, Debug, Default)]
+struct LimitStats {
+    dropped: u64,
+    truncated: u64,
 }
 
 /// Checks every span of `request`; a failing span never affects the others.
@@ -42,7 +100,9 @@ fn convert_resource_spans(
     converted: &mut Converted,
 ) {
     let raw_resource = resource_spans.resource.unwrap_or_default();
-    let resource = convert_resource(&raw_resource);
+    let mut resource_stats = LimitStats::default();
+    let resource = convert_resource(&raw_resource, &context.limits, &mut resource_stats);
+    converted.add_stats(resource_stats);
     let resource_bytes = raw_resource.encode_to_vec();
     for scope_spans in resource_spans.scope_spans {
         let raw_scope = scope_spans.scope.clone().unwrap_or_default();
@@ -50,14 +110,23 @@ fn convert_resource_spans(
         let scope_bytes = raw_scope.encode_to_vec();
         for span in scope_spans.spans {
             let raw = raw_copy(&resource_bytes, &scope_bytes, &span);
+            let mut stats = LimitStats::default();
             let outcome = match (&resource, &scope) {
-                (Ok(resource), Ok(scope)) => {
-                    convert_span(&span, resource.clone(), scope.clone(), context, raw.clone())
-                }
+                (Ok(resource), Ok(scope)) => convert_span(
+                    &span,
+                    resource.clone(),
+                    scope.clone(),
+                    context,
+                    raw.clone(),
+                    &mut stats,
+                ),
                 (Err(detail), _) | (_, Err(detail)) => Err((Reason::InvalidUtf8, detail.clone())),
             };
             match outcome {
-                Ok(span) => converted.spans.push(span),
+                Ok(span) => {
+                    converted.add_stats(stats);
+                    converted.spans.push(span);
+                }
                 Err((reason, detail)) => converted.rejected.push(rejected_from_raw(
                     &span,
                     &raw_resource,
@@ -107,8 +176,23 @@ fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Arc<Vec<u8>> {
     Arc::new(bytes)
 }
 
-fn convert_resource(resource: &otlp::Resource) -> Result<Arc<Resource>, String> {
-    let attributes = convert_attributes(&resource.attributes)
+impl Converted {
+    fn add_stats(&mut self, stats: LimitStats) {
+        self.dropped_attributes += stats.dropped;
+        self.truncated_values += stats.truncated;
+    }
+}
+
+fn convert_resource(
+    resource: &otlp::Resource,
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Arc<Resource>, String> {
+    let sent = Sent {
+        pairs: &resource.attributes,
+        dropped: resource.dropped_attributes_count,
+    };
+    let attributes = convert_attributes(sent, limits, stats)
         .map_err(|key| format!("resource attribute {key} is not valid UTF-8"))?;
     let service_name = attributes.get_text("service.name").unwrap_or_default();
     Ok(Arc::new(Resource {
@@ -131,6 +215,7 @@ fn convert_span(
     scope: Arc<Scope>,
     context: &RequestContext,
     raw: Arc<Vec<u8>>,
+    stats: &mut LimitStats,
 ) -> Result<Span, Failure> {
     let trace_id = check_trace_id(&span.trace_id)?;
     let span_id = check_span_id(&span.span_id, "span id")?;
@@ -139,7 +224,12 @@ fn convert_span(
     let text = |bytes: &[u8], what: &str| {
         utf8(bytes).ok_or_else(|| (Reason::InvalidUtf8, format!("{what} is not valid UTF-8")))
     };
-    let attributes = convert_attributes(&span.attributes).map_err(|key| {
+    let sent = Sent {
+        pairs: &span.attributes,
+        dropped: span.dropped_attributes_count,
+    };
+    let limits = &context.limits;
+    let attributes = convert_attributes(sent, limits, stats).map_err(|key| {
         (
             Reason::InvalidUtf8,
             format!("attribute {key} is not valid UTF-8"),
@@ -157,8 +247,8 @@ fn convert_span(
         start_unix_nano: span.start_time_unix_nano,
         end_unix_nano: span.end_time_unix_nano,
         attributes,
-        events: convert_events(&span.events)?,
-        links: convert_links(&span.links)?,
+        events: convert_events(&span.events, limits, stats)?,
+        links: convert_links(&span.links, limits, stats)?,
         status_code: status.code,
         status_message: text(&status.message, "status message")?,
         resource,
@@ -219,7 +309,11 @@ fn check_times(start: u64, end: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-fn convert_events(events: &[otlp::Event]) -> Result<Vec<Event>, Failure> {
+fn convert_events(
+    events: &[otlp::Event],
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Vec<Event>, Failure> {
     events
         .iter()
         .map(|event| {
@@ -229,7 +323,11 @@ fn convert_events(events: &[otlp::Event]) -> Result<Vec<Event>, Failure> {
                     "event name is not valid UTF-8".to_owned(),
                 )
             })?;
-            let attributes = convert_attributes(&event.attributes).map_err(|key| {
+            let sent = Sent {
+                pairs: &event.attributes,
+                dropped: event.dropped_attributes_count,
+            };
+            let attributes = convert_attributes(sent, limits, stats).map_err(|key| {
                 (
                     Reason::InvalidUtf8,
                     format!("event {name} attribute {key} is not valid UTF-8"),
@@ -244,11 +342,19 @@ fn convert_events(events: &[otlp::Event]) -> Result<Vec<Event>, Failure> {
         .collect()
 }
 
-fn convert_links(links: &[otlp::Link]) -> Result<Vec<Link>, Failure> {
+fn convert_links(
+    links: &[otlp::Link],
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Vec<Link>, Failure> {
     links
         .iter()
         .map(|link| {
-            let attributes = convert_attributes(&link.attributes).map_err(|key| {
+            let sent = Sent {
+                pairs: &link.attributes,
+                dropped: link.dropped_attributes_count,
+            };
+            let attributes = convert_attributes(sent, limits, stats).map_err(|key| {
                 (
                     Reason::InvalidUtf8,
                     format!("link attribute {key} is not valid UTF-8"),
@@ -270,16 +376,102 @@ fn convert_links(links: &[otlp::Link]) -> Result<Vec<Link>, Failure> {
         .collect()
 }
 
-/// Converts attributes; the error is the (lossy) key whose key or value is
-/// not valid UTF-8.
-fn convert_attributes(pairs: &[otlp::KeyValue]) -> Result<Attributes, String> {
-    let mut attributes = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        let key = utf8(&pair.key).ok_or_else(|| String::from_utf8_lossy(&pair.key).into_owned())?;
+/// An attribute list as sent, with the sender's own dropped count.
+#[derive(Clone, Copy)]
+struct Sent<'a> {
+    pairs: &'a [otlp::KeyValue],
+    dropped: u32,
+}
+
+/// Converts attributes under `limits`; the error is the (lossy) key whose
+/// key or value is not valid UTF-8. Dropped attributes are not checked.
+fn convert_attributes(
+    sent: Sent<'_>,
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Attributes, String> {
+    let kept = sent.pairs.len().min(limits.max_attributes);
+    let mut attributes = Vec::with_capacity(kept + 1);
+    let mut truncations = Vec::new();
+    for pair in &sent.pairs[..kept] {
+        let key = utf8(&pair.key).ok_or_else(|| lossy(&pair.key))?;
         let value = convert_value(pair.value.as_ref()).ok_or_else(|| key.clone())?;
+        let (value, original_len) = limit_value(value, limits.max_value_bytes);
+        if let Some(original_len) = original_len {
+            let record = format!("{TRUNCATED_PREFIX}{key}");
+            truncations.push((record, Value::Int(original_len as i64)));
+        }
         attributes.push((key, value));
     }
+    let dropped = sent.pairs.len() - kept;
+    stats.dropped += dropped as u64;
+    stats.truncated += truncations.len() as u64;
+    attributes.extend(truncations);
+    let dropped_total = dropped as i64 + i64::from(sent.dropped);
+    if dropped_total > 0 {
+        attributes.push((
+            DROPPED_ATTRIBUTES_COUNT.to_owned(),
+            Value::Int(dropped_total),
+        ));
+    }
     Ok(Attributes(attributes))
+}
+
+/// Applies the size limit to one value; returns the original length in
+/// bytes when the value was truncated.
+fn limit_value(value: Value, max: usize) -> (Value, Option<usize>) {
+    match value {
+        Value::Str(text) if text.len() > max => {
+            let original_len = text.len();
+            (Value::Str(truncate_text(text, max)), Some(original_len))
+        }
+        Value::Bytes(mut bytes) if bytes.len() > max => {
+            let original_len = bytes.len();
+            bytes.truncate(max);
+            (Value::Bytes(bytes), Some(original_len))
+        }
+        Value::Array(_) | Value::Map(_) if size_bound(&value) > max => {
+            let text = value.to_text();
+            if text.len() <= max {
+                return (value, None);
+            }
+            let original_len = text.len();
+            (Value::Str(truncate_text(text, max)), Some(original_len))
+        }
+        other => (other, None),
+    }
+}
+
+/// An upper bound of the length of a value's stored text, cheap enough to
+/// compute for every array: JSON escapes a byte into at most 6.
+fn size_bound(value: &Value) -> usize {
+    const SCALAR: usize = 32;
+    const ESCAPE: usize = 6;
+    match value {
+        Value::Str(text) => ESCAPE * text.len() + 2,
+        Value::Bytes(bytes) => 2 * bytes.len() + 2,
+        Value::Array(items) => items.iter().map(|item| size_bound(item) + 1).sum::<usize>() + 2,
+        Value::Map(entries) => {
+            let entries: usize = entries
+                .iter()
+                .map(|(key, item)| ESCAPE * key.len() + size_bound(item) + 4)
+                .sum();
+            entries + 2
+        }
+        Value::Bool(_) | Value::Int(_) | Value::Double(_) | Value::Empty => SCALAR,
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, including [`TRUNCATION_MARKER`], at a
+/// character boundary.
+fn truncate_text(mut text: String, max: usize) -> String {
+    let mut end = max.saturating_sub(TRUNCATION_MARKER.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(TRUNCATION_MARKER);
+    text
 }
 
 fn convert_value(value: Option<&otlp::AnyValue>) -> Option<Value> {
@@ -426,6 +618,7 @@ mod tests {
         RequestContext {
             received_at_unix_nano: 42,
             sender: Arc::from("token-a"),
+            limits: AttributeLimits::default(),
         }
     }
 
@@ -925,6 +1118,217 @@ mod tests {
             let decoded = span_from_raw(&span.raw, &context());
 
             assert_eq!(decoded.as_ref(), Some(span), "span {}", span.span_id);
+        }
+    }
+
+    fn limited_context(max_attributes: usize, max_value_bytes: usize) -> RequestContext {
+        RequestContext {
+            limits: AttributeLimits {
+                max_attributes,
+                max_value_bytes,
+            },
+            ..context()
+        }
+    }
+
+    fn convert_one(span: otlp::Span, context: &RequestContext) -> (Span, Converted) {
+        let request = request(vec![resource_spans(
+            service("agent"),
+            scope(b"sdk"),
+            vec![span],
+        )]);
+        let mut converted = convert_request(request, context);
+        let span = converted.spans.remove(0);
+        (span, converted)
+    }
+
+    #[test]
+    fn limits_drop_attributes_past_maximum() {
+        let mut many = valid_span(1);
+        many.attributes = (0..6)
+            .map(|n| KeyValue::string(&format!("key.{n}"), "value"))
+            .collect();
+        many.dropped_attributes_count = 2;
+
+        let (span, converted) = convert_one(many, &limited_context(4, 1024));
+
+        let keys: Vec<&str> = span
+            .attributes
+            .0
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["key.0", "key.1", "key.2", "key.3", DROPPED_ATTRIBUTES_COUNT],
+            "the first attributes are kept"
+        );
+        assert_eq!(
+            span.attributes.get(DROPPED_ATTRIBUTES_COUNT),
+            Some(&Value::Int(4)),
+            "dropped here plus dropped by the sender"
+        );
+        assert_eq!(converted.dropped_attributes, 2, "counted");
+    }
+
+    #[test]
+    fn limits_truncate_long_values() {
+        let long = "é".repeat(100);
+        let mut span = valid_span(1);
+        span.attributes = vec![
+            KeyValue::string("short", "fits"),
+            KeyValue::string("prompt", &long),
+            pair(b"blob", any(any_value::Value::BytesValue(vec![7; 300]))),
+            pair(
+                b"list",
+                any(any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![raw_string(long.as_bytes()); 3],
+                })),
+            ),
+        ];
+
+        let (span, converted) = convert_one(span, &limited_context(16, 64));
+
+        let Some(Value::Str(prompt)) = span.attributes.get("prompt") else {
+            panic!("prompt stays a string");
+        };
+        assert!(
+            prompt.len() <= 64,
+            "truncated to the maximum: {}",
+            prompt.len()
+        );
+        assert!(prompt.ends_with(TRUNCATION_MARKER), "marked: {prompt}");
+        assert_eq!(
+            span.attributes.get("short"),
+            Some(&Value::Str("fits".to_owned())),
+            "short value"
+        );
+        let cases = [
+            ("prompt", 200),
+            ("blob", 300),
+            ("list", long.len() * 3 + 10),
+        ];
+        for (key, original) in cases {
+            let record = span.attributes.get(&format!("{TRUNCATED_PREFIX}{key}"));
+            assert_eq!(
+                record,
+                Some(&Value::Int(original as i64)),
+                "original length of {key}"
+            );
+        }
+        assert_eq!(
+            span.attributes.get(&format!("{TRUNCATED_PREFIX}short")),
+            None,
+            "nothing recorded for a short value"
+        );
+        assert_eq!(converted.truncated_values, 3, "counted");
+    }
+
+    #[test]
+    fn limits_apply_to_events_and_resource() {
+        let mut span = valid_span(1);
+        span.events.push(event(
+            b"retry",
+            vec![KeyValue::string("a", "1"), KeyValue::string("b", "2")],
+        ));
+        let resource = otlp::Resource {
+            attributes: vec![
+                KeyValue::string("service.name", "agent"),
+                KeyValue::string("host.name", &"h".repeat(500)),
+            ],
+            dropped_attributes_count: 0,
+        };
+        let request = request(vec![resource_spans(resource, scope(b"sdk"), vec![span])]);
+
+        let converted = convert_request(request, &limited_context(1, 100));
+
+        let span = &converted.spans[0];
+        assert_eq!(
+            span.events[0].attributes.get(DROPPED_ATTRIBUTES_COUNT),
+            Some(&Value::Int(1)),
+            "event attributes limited"
+        );
+        assert_eq!(
+            span.resource.attributes.get(DROPPED_ATTRIBUTES_COUNT),
+            Some(&Value::Int(1)),
+            "resource attributes limited"
+        );
+    }
+
+    #[test]
+    fn limits_leave_raw_span_whole() {
+        let mut span = valid_span(1);
+        span.attributes
+            .push(KeyValue::string("prompt", &"x".repeat(500)));
+        let original = span.clone();
+
+        let (converted, _) = convert_one(span, &limited_context(16, 64));
+
+        let raw = otlp::ResourceSpans::decode(converted.raw.as_slice()).unwrap();
+        assert_eq!(
+            raw.scope_spans[0].spans[0], original,
+            "the span as received"
+        );
+    }
+
+    fn arbitrary_span() -> impl proptest::strategy::Strategy<Value = otlp::Span> {
+        use proptest::prelude::*;
+        let id = |len: usize| prop::collection::vec(any::<u8>(), 0..=len);
+        let text = prop::collection::vec(any::<u8>(), 0..12);
+        let attribute = (text.clone(), text.clone())
+            .prop_map(|(key, value)| pair(&key, Some(raw_string(&value))));
+        (
+            id(17),
+            id(9),
+            id(9),
+            text,
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(attribute, 0..6),
+        )
+            .prop_map(
+                |(trace_id, span_id, parent_span_id, name, start, end, attributes)| otlp::Span {
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    name,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: end,
+                    attributes,
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()) {
+                let _ = convert_request(request, &limited_context(3, 64));
+            }
+            let _ = span_from_raw(&bytes, &context());
+        }
+
+        #[test]
+        fn every_span_converted_or_rejected(
+            spans in proptest::collection::vec(arbitrary_span(), 0..20),
+            max_attributes in 1usize..4,
+        ) {
+            let count = spans.len();
+            let request = request(vec![resource_spans(service("agent"), scope(b"sdk"), spans)]);
+
+            let converted = convert_request(request, &limited_context(max_attributes, 64));
+
+            proptest::prop_assert_eq!(converted.spans.len() + converted.rejected.len(), count);
+            for span in &converted.spans {
+                proptest::prop_assert!(span.start_unix_nano > 0 && span.end_unix_nano >= span.start_unix_nano);
+                let again = span_from_raw(&span.raw, &limited_context(max_attributes, 64));
+                proptest::prop_assert_eq!(again.as_ref(), Some(span), "the spooled span reads back the same");
+            }
+            for rejected in &converted.rejected {
+                proptest::prop_assert!(rejected.reason.is_some());
+                proptest::prop_assert_eq!(span_from_raw(&rejected.raw_span, &context()), None);
+            }
         }
     }
 

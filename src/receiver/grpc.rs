@@ -1,6 +1,10 @@
 //! The OTLP gRPC `TraceService`, served by tonic with the lenient message
 //! types of [`crate::otlp`].
 //!
+//! Each request passes the [`Gate`] (authentication, limits) before its
+//! body is read; a refused request is answered with the gate's status and
+//! nothing of it is stored.
+//!
 //! The service is written out by hand (what tonic's code generator would
 //! produce) so that it can use those types and correct one status: tonic
 //! answers a message over the size limit with `OUT_OF_RANGE`, which OTLP
@@ -16,6 +20,8 @@ use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
 use super::Receiver;
+use super::gate::{Gate, Pass};
+use super::tls::ConnectionInfo;
 use crate::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 
 /// The gRPC method path of OTLP trace export.
@@ -29,15 +35,17 @@ const RESOURCE_EXHAUSTED: &str = "8";
 #[derive(Clone)]
 pub struct TraceService {
     receiver: Arc<Receiver>,
+    gate: Arc<Gate>,
     max_request_size: usize,
 }
 
 impl TraceService {
-    /// A service over `receiver` accepting requests up to `max_request_size`
-    /// bytes, compressed or not.
-    pub fn new(receiver: Arc<Receiver>, max_request_size: usize) -> Self {
+    /// A service over `receiver` admitting requests through `gate` and
+    /// accepting them up to `max_request_size` bytes, compressed or not.
+    pub fn new(receiver: Arc<Receiver>, gate: Arc<Gate>, max_request_size: usize) -> Self {
         TraceService {
             receiver,
+            gate,
             max_request_size,
         }
     }
@@ -47,7 +55,12 @@ impl NamedService for TraceService {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-struct Export(Arc<Receiver>);
+/// One admitted request; the pass holds its concurrency slot until the
+/// request is answered.
+struct Export {
+    receiver: Arc<Receiver>,
+    pass: Pass,
+}
 
 impl UnaryService<ExportTraceServiceRequest> for Export {
     type Response = ExportTraceServiceResponse;
@@ -56,9 +69,9 @@ impl UnaryService<ExportTraceServiceRequest> for Export {
     >;
 
     fn call(&mut self, request: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
-        let receiver = self.0.clone();
+        let receiver = self.receiver.clone();
+        let sender = self.pass.sender.clone();
         Box::pin(async move {
-            let sender: Arc<str> = Arc::from("");
             receiver
                 .export(request.into_inner(), sender)
                 .await
@@ -84,11 +97,17 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let receiver = self.receiver.clone();
+        let gate = self.gate.clone();
         let limit = self.max_request_size;
         Box::pin(async move {
             if request.uri().path() != EXPORT_PATH {
                 return Ok(unimplemented());
             }
+            let connection = request.extensions().get::<ConnectionInfo>();
+            let pass = match gate.check(request.headers(), connection) {
+                Ok(pass) => pass,
+                Err(refusal) => return Ok(refusal.to_status().into_http()),
+            };
             let mut encodings = EnabledCompressionEncodings::default();
             encodings.enable(CompressionEncoding::Gzip);
             let mut grpc = Grpc::new(tonic_prost::ProstCodec::<
@@ -97,7 +116,7 @@ where
             >::default())
             .apply_compression_config(encodings, encodings)
             .apply_max_message_size_config(Some(limit), None);
-            let response = grpc.unary(Export(receiver), request).await;
+            let response = grpc.unary(Export { receiver, pass }, request).await;
             Ok(size_limit_status(response))
         })
     }

@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures_util::StreamExt;
 use prost::Message;
 
+use super::gate::{Gate, Refusal};
+use super::tls::ConnectionInfo;
 use super::{ExportError, Receiver};
 use crate::otlp::{self, ExportTraceServiceRequest, ExportTraceServiceResponse};
 
@@ -148,31 +150,76 @@ impl BodyError {
 
 struct HttpState {
     receiver: Arc<Receiver>,
+    gate: Arc<Gate>,
     max_request_size: usize,
 }
 
-/// Serves OTLP/HTTP on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
+/// Serves OTLP/HTTP on `listener` (plain TCP or TLS, see [`super::tls`])
+/// until `shutdown` resolves, then finishes the requests in flight. Every
+/// request passes `gate` (authentication and limits) before its body is
+/// read.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: super::tls::Listener,
     receiver: Arc<Receiver>,
+    gate: Arc<Gate>,
     max_request_size: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = Arc::new(HttpState {
         receiver,
+        gate,
         max_request_size,
     });
     let router = Router::new()
         .route(TRACES_PATH, post(export))
         .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<ConnectionInfo>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
+async fn export(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(connection): ConnectInfo<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let pass = match state.gate.check(&headers, Some(&connection)) {
+        Ok(pass) => pass,
+        Err(refusal) => return refused(refusal),
+    };
+    let response = export_checked(&state, headers, body, pass.sender.clone()).await;
+    drop(pass);
+    response
+}
+
+/// The response to a request the gate refused: 401 with
+/// `WWW-Authenticate: Bearer`, or 429/503 with `Retry-After`.
+fn refused(refusal: Refusal) -> Response {
+    let status = refusal.http_status();
+    let mut response = plain(status, refusal.to_string());
+    if let Some(delay) = refusal.retry_after() {
+        let seconds = super::limit::retry_after_seconds(delay).to_string();
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    if matches!(refusal, Refusal::Unauthenticated(_)) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn export_checked(
+    state: &HttpState,
+    headers: HeaderMap,
+    body: Body,
+    sender: Arc<str>,
+) -> Response {
     let Some(format) = Format::of(&headers) else {
         state.receiver.count_request("unsupported_media_type");
         let found = headers
@@ -195,7 +242,7 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
             return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
         }
     };
-    let request = match read_request(&state, &headers, body, format, gzip).await {
+    let request = match read_request(state, &headers, body, format, gzip).await {
         Ok(request) => request,
         Err(error) => {
             state.receiver.count_request(error.metric_code());
@@ -203,7 +250,7 @@ async fn export(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: B
             return failure(format, error.failure(), error.to_string());
         }
     };
-    match state.receiver.export(request, Arc::from("")).await {
+    match state.receiver.export(request, sender).await {
         Ok(response) => success(format, &response),
         Err(error) => failure(format, http_status(&error), error.to_string()),
     }

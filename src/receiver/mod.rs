@@ -6,10 +6,20 @@
 //! `partial_success`, and queues the checked spans for the assembler. The
 //! mapping from receiver errors to gRPC statuses is in [`ExportError`], and
 //! to HTTP statuses in [`http::http_status`].
+//!
+//! Before a request reaches [`Receiver::export`], its listener accepts the
+//! connection through [`tls`] and passes the request through [`gate`]
+//! (authentication and limits), which names the sender.
 
+pub mod auth;
 pub mod convert;
+pub mod gate;
 pub mod grpc;
 pub mod http;
+pub mod limit;
+pub mod reload;
+pub mod throttle;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +37,7 @@ use crate::span::Span;
 use crate::spool::{RejectedEntry, Spool, SpoolError};
 use crate::validate::{Policy, root_reasons};
 
-use convert::{RequestContext, convert_request};
+use convert::{AttributeLimits, RequestContext, convert_request};
 
 /// Maximum length of `partial_success.error_message`; OTLP clients log it,
 /// and a bounded message keeps one bad batch from flooding their logs.
@@ -94,6 +104,7 @@ pub struct Receiver {
     redactor: Arc<Redactor>,
     stopping: AtomicBool,
     spool: Option<Arc<Spool>>,
+    attribute_limits: AttributeLimits,
 }
 
 impl Receiver {
@@ -108,7 +119,14 @@ impl Receiver {
             redactor: Arc::new(redactor),
             stopping: AtomicBool::new(false),
             spool: None,
+            attribute_limits: AttributeLimits::default(),
         }
+    }
+
+    /// Applies `limits` to the attributes of every span.
+    pub fn with_attribute_limits(mut self, limits: AttributeLimits) -> Self {
+        self.attribute_limits = limits;
+        self
     }
 
     /// Appends every request to `spool` before acknowledging it.
@@ -139,7 +157,8 @@ impl Receiver {
             .inc();
     }
 
-    /// Handles one decoded export request from `sender`.
+    /// Handles one decoded export request from `sender`, the name
+    /// [`gate::Gate::check`] returned; it is stored in `Sender` of every row.
     pub async fn export(
         &self,
         request: ExportTraceServiceRequest,
@@ -165,10 +184,12 @@ impl Receiver {
         let context = RequestContext {
             received_at_unix_nano: crate::now_unix_nano(),
             sender,
+            limits: self.attribute_limits,
         };
         let redactions = self.redactor.redact_request(&mut request);
         self.metrics.count_redactions(&redactions);
         let converted = convert_request(request, &context);
+        self.count_limits(&converted);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {
             return Ok(ExportTraceServiceResponse {
@@ -193,6 +214,22 @@ impl Receiver {
             .await
             .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
+    }
+
+    fn count_limits(&self, converted: &convert::Converted) {
+        if converted.dropped_attributes > 0 || converted.truncated_values > 0 {
+            tracing::debug!(
+                dropped = converted.dropped_attributes,
+                truncated = converted.truncated_values,
+                "attribute limits applied to a request"
+            );
+        }
+        self.metrics
+            .attributes_dropped
+            .inc_by(converted.dropped_attributes);
+        self.metrics
+            .attribute_values_truncated
+            .inc_by(converted.truncated_values);
     }
 
     /// Appends the batch to the spool and records where each span went.

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod process;
 
 pub mod seed;
@@ -152,15 +153,34 @@ pub async fn export(
         .connect()
         .await
         .expect("connects to the receiver");
+    export_on(channel, request, gzip, None).await
+}
+
+/// Sends one OTLP export request on `channel`, with an `authorization`
+/// header when given.
+pub async fn export_on(
+    channel: tonic::transport::Channel,
+    request: ExportTraceServiceRequest,
+    gzip: bool,
+    authorization: Option<&str>,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     if gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }
-    grpc.ready().await.expect("channel ready");
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
     let codec =
         tonic_prost::ProstCodec::<ExportTraceServiceRequest, ExportTraceServiceResponse>::default();
     let path = http::uri::PathAndQuery::from_static(agent_ledger::receiver::grpc::EXPORT_PATH);
-    grpc.unary(tonic::Request::new(request), path, codec)
+    let mut request = tonic::Request::new(request);
+    if let Some(authorization) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", authorization.parse().unwrap());
+    }
+    grpc.unary(request, path, codec)
         .await
         .map(tonic::Response::into_inner)
 }
