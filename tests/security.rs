@@ -781,3 +781,88 @@ async fn both_needs_token_and_certificate() {
     );
     harness.stop().await;
 }
+
+/// Posts an OTLP/HTTP protobuf request; returns the status line's code and
+/// the response head.
+async fn post_http(
+    harness: &Harness,
+    authorization: Option<&str>,
+    request: agent_ledger::otlp::ExportTraceServiceRequest,
+) -> (u16, String) {
+    use prost::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = request.encode_to_vec();
+    let host = harness.http_url().trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let auth_line = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n{auth_line}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    (status, head)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_checked_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens_file = dir.path().join("tokens.yaml");
+    let token = tokens::add(&tokens_file, "collector-us").unwrap();
+    let mut config = test_config("tokens_http");
+    config.auth.tokens_file = Some(tokens_file);
+    let mut harness = Harness::start(config).await;
+    let good = format!("Bearer {token}");
+
+    let (accepted, _) = post_http(&harness, Some(&good), workflow_with_bad_span(51)).await;
+    let (wrong, wrong_head) = post_http(
+        &harness,
+        Some("Bearer not-a-token"),
+        workflow_with_bad_span(52),
+    )
+    .await;
+    let (missing, _) = post_http(&harness, None, workflow_with_bad_span(53)).await;
+
+    assert_eq!(accepted, 200, "the listed token is accepted over HTTP");
+    assert_eq!(wrong, 401, "a wrong token is refused over HTTP");
+    assert_eq!(missing, 401, "a missing token is refused over HTTP");
+    assert!(
+        wrong_head
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{wrong_head}"
+    );
+    assert_eq!(
+        stored_spans(&harness, 51).await,
+        2,
+        "accepted workflow stored"
+    );
+    assert_eq!(
+        senders(&harness, "agent_spans", 51).await,
+        vec!["collector-us"],
+        "the sender is recorded for OTLP/HTTP too"
+    );
+    harness.stop().await;
+    for trace in [52, 53] {
+        let sql = format!(
+            "SELECT count() FROM (SELECT TraceId FROM agent_spans UNION ALL SELECT TraceId FROM agent_rejected_spans) WHERE TraceId = '{}'",
+            trace_hex(trace)
+        );
+        assert_eq!(
+            harness.count(&sql).await,
+            0,
+            "trace {trace}: nothing stored"
+        );
+    }
+}
