@@ -277,8 +277,9 @@ pub struct Span {
     /// Who submitted the span: a token name or certificate subject, empty
     /// when the receiver does not authenticate senders.
     pub sender: Arc<str>,
-    /// SHA-256 of the span's protobuf encoding with its resource and scope;
-    /// tells a re-sent span from a different span that reuses the ids.
+    /// SHA-256 of the span's protobuf encoding with its resource and scope,
+    /// which distinguishes a re-sent span from a different span that reuses
+    /// the ids.
     pub content_hash: [u8; 32],
     /// The span as received (a protobuf `ResourceSpans` holding only this
     /// span), kept for the spool and the quarantine table's `RawSpan` column.

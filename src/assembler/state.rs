@@ -19,7 +19,7 @@ use super::{Emitted, Limits, Sealed, Storage, build_steps, seal};
 /// a faulty client from looping.
 pub const MAX_DEPTH: usize = 4096;
 
-/// Where a span stands.
+/// The state of one span in the assembler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaState {
     /// Its body is buffered.
@@ -84,8 +84,8 @@ enum Owner {
     Missing(SpanId),
 }
 
-/// A span waiting for its workflow: the body itself, or where the spool
-/// holds it.
+/// A span waiting for its workflow: the body itself, or its location in
+/// the spool.
 pub enum Pending {
     Memory(Box<(Span, StepFacts)>),
     Spooled(Spooled),

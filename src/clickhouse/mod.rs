@@ -207,7 +207,7 @@ pub async fn migrate(
     Ok(now_applied)
 }
 
-/// Whether the server answers and the schema is at the latest version.
+/// Checks that the server responds and the schema is at the latest version.
 pub async fn is_ready(client: &clickhouse::Client, database: &str) -> bool {
     let latest = schema::LATEST_VERSION;
     let query = format!("SELECT max(Version) FROM {database}.agent_schema_migrations");

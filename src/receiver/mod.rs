@@ -349,7 +349,7 @@ fn spool_error(error: SpoolError) -> ExportError {
             ExportError::SpoolFull
         }
         error => {
-            tracing::error!(%error, "appending to the spool failed; the request is answered as retryable and nothing of it is acknowledged");
+            tracing::error!(%error, "appending to the spool failed; the client gets a retryable response and nothing of the request is acknowledged");
             ExportError::SpoolFailed
         }
     }
