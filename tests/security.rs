@@ -408,10 +408,17 @@ async fn token_file_reloaded() {
     tokens::revoke(&tokens_file, "old-sender").unwrap();
     let new_header = format!("Bearer {new}");
     let old_header = format!("Bearer {old}");
+    // The token is added and revoked in two writes, and a reload may pick
+    // up the file between them; wait until the reload that follows the
+    // revocation too.
     let new_accepted = poll_until(|| async {
-        send_plain(&harness, Some(&new_header), request(Vec::new()))
+        let new_ok = send_plain(&harness, Some(&new_header), request(Vec::new()))
             .await
-            .is_ok()
+            .is_ok();
+        let old_ok = send_plain(&harness, Some(&old_header), request(Vec::new()))
+            .await
+            .is_ok();
+        new_ok && !old_ok
     })
     .await;
     let old_refused = send_plain(&harness, Some(&old_header), request(Vec::new())).await;
