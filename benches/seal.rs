@@ -6,17 +6,18 @@ use agent_ledger::clickhouse::rows::SpanRow;
 use agent_ledger::config::RedactConfig;
 use agent_ledger::otlp::{self, ExportTraceServiceRequest, KeyValue};
 use agent_ledger::redact::Redactor;
+use agent_ledger::span::Str;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Rows chained per iteration.
 const ROWS: usize = 100;
 
-fn pairs(count: usize, prefix: &str) -> Vec<(String, String)> {
+fn pairs(count: usize, prefix: &str) -> Vec<(Str, Str)> {
     (0..count)
         .map(|index| {
             (
-                format!("{prefix}.attribute_{index}"),
-                format!("value number {index} of a typical span attribute"),
+                format!("{prefix}.attribute_{index}").into(),
+                format!("value number {index} of a typical span attribute").into(),
             )
         })
         .collect()
@@ -28,56 +29,56 @@ fn span_row(index: u32) -> SpanRow {
     let text = |value: &str| value.to_owned();
     SpanRow {
         timestamp: 1_796_000_000_000_000_000 + i64::from(index),
-        trace_id: text("abababababababab0000000000000001"),
+        trace_id: text("abababababababab0000000000000001").into(),
         span_id: format!("{:016x}", 0x1000_0000_0000_0000u64 + u64::from(index)),
         parent_span_id: text("1000000000000001"),
-        trace_state: String::new(),
-        span_name: text("execute_tool lookup_order"),
-        span_kind: text("Internal"),
-        service_name: text("support-bot"),
+        trace_state: Default::default(),
+        span_name: text("execute_tool lookup_order").into(),
+        span_kind: text("Internal").into(),
+        service_name: text("support-bot").into(),
         resource_attributes: pairs(6, "resource"),
-        scope_name: text("opentelemetry.instrumentation.openai"),
-        scope_version: text("0.48.1"),
+        scope_name: text("opentelemetry.instrumentation.openai").into(),
+        scope_version: text("0.48.1").into(),
         span_attributes: pairs(20, "gen_ai"),
         duration: 40_000_000,
-        status_code: text("Unset"),
-        status_message: String::new(),
+        status_code: text("Unset").into(),
+        status_message: Default::default(),
         events_timestamp: vec![1_796_000_000_010_000_000, 1_796_000_000_020_000_000],
         events_name: vec![
-            text("gen_ai.content.prompt"),
-            text("gen_ai.content.completion"),
+            text("gen_ai.content.prompt").into(),
+            text("gen_ai.content.completion").into(),
         ],
         events_attributes: vec![pairs(2, "event"), pairs(2, "event")],
         links_trace_id: vec![text("abababababababab0000000000000001"); 2],
         links_span_id: vec![text("1000000000000002"), text("1000000000000003")],
-        links_trace_state: vec![String::new(); 2],
+        links_trace_state: vec![Default::default(); 2],
         links_attributes: vec![pairs(2, "agent_ledger.link"); 2],
-        workflow_root_span_id: text("1000000000000001"),
+        workflow_root_span_id: text("1000000000000001").into(),
         step_index: index,
-        step_kind: text("tool"),
-        agent_name: text("support-bot"),
-        agent_id: text("agent-7"),
-        agent_version: text("1.4.2"),
+        step_kind: text("tool").into(),
+        agent_name: text("support-bot").into(),
+        agent_id: text("agent-7").into(),
+        agent_version: text("1.4.2").into(),
         model_name: String::new(),
         model_version: String::new(),
         provider: text("openai"),
-        origin_type: text("user_request"),
-        origin_source: text("support-portal"),
-        task_spec: text("Answer the customer's question about the status of order 1042."),
-        authorized_by: text("user-100"),
+        origin_type: text("user_request").into(),
+        origin_source: text("support-portal").into(),
+        task_spec: text("Answer the customer's question about the status of order 1042.").into(),
+        authorized_by: text("user-100").into(),
         credential_id: text("cred-support-bot-2026-12"),
         credential_issuer: text("vault.internal"),
         credential_scopes: vec![text("orders:read"), text("tickets:write")],
         credential_issued_at: Some(1_795_000_000_000_000_000),
         credential_expires_at: Some(1_797_000_000_000_000_000),
-        workflow_credential_id: text("cred-support-bot-2026-12"),
+        workflow_credential_id: text("cred-support-bot-2026-12").into(),
         tool_name: text("lookup_order"),
         tool_call_id: text("call_8f2k"),
         violations: Vec::new(),
         redacted_count: 0,
         redacted_kinds: Vec::new(),
         write_action: 0,
-        sender: String::new(),
+        sender: Default::default(),
         received_at: 1_796_000_000_100_000_000,
         late: 0,
         segment: 0,
@@ -128,14 +129,14 @@ fn request(secrets: bool) -> ExportTraceServiceRequest {
     }
     let event = |name: &str| otlp::Event {
         time_unix_nano: 1,
-        name: name.as_bytes().to_vec(),
+        name: name.as_bytes().to_vec().into(),
         attributes: vec![KeyValue::string("detail", "retrying after a timeout")],
         dropped_attributes_count: 0,
     };
     let span = otlp::Span {
         trace_id: vec![0xab; 16],
         span_id: vec![0x10; 8],
-        name: b"chat gpt-4o".to_vec(),
+        name: b"chat gpt-4o".to_vec().into(),
         start_time_unix_nano: 1,
         end_time_unix_nano: 2,
         attributes,

@@ -116,7 +116,7 @@ fn span(trace: u64, index: u64) -> otlp::Span {
         trace_id,
         span_id: span_id(index + 1),
         parent_span_id: if index == 0 { Vec::new() } else { span_id(1) },
-        name: name.to_vec(),
+        name: name.to_vec().into(),
         kind: 1,
         start_time_unix_nano: base + index * 10_000_000,
         end_time_unix_nano: base

@@ -317,7 +317,7 @@ fn recall_fn(client: clickhouse::Client, limits: AttributeLimits) -> RecallFn {
                             sender: Arc::from(span.sender),
                             limits,
                         };
-                        span_from_raw(&span.raw, &context)
+                        span_from_raw(bytes::Bytes::from(span.raw), &context)
                     })
                     .collect(),
                 Err(error) => {

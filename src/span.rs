@@ -7,6 +7,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// Immutable UTF-8 text that shares the buffer it was decoded from: a
+/// span's texts point into the received request, or into the record read
+/// back from the spool, and cloning one into a row copies no bytes.
+pub use bytestring::ByteString as Str;
+
 /// A 16-byte trace id that is not all zero.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TraceId(pub [u8; 16]);
@@ -70,35 +75,35 @@ impl fmt::Display for SpanId {
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Str(String),
+    Str(Str),
     Bool(bool),
     Int(i64),
     Double(f64),
     Bytes(Vec<u8>),
     Array(Vec<Value>),
-    Map(Vec<(String, Value)>),
+    Map(Vec<(Str, Value)>),
     Empty,
 }
 
 impl Value {
     /// The value as text, the way it is stored in a ClickHouse `Map` column:
     /// scalars in their natural form, arrays and key-value lists as JSON.
-    pub fn to_text(&self) -> String {
+    pub fn to_text(&self) -> Str {
         match self {
             Value::Str(text) => text.clone(),
-            Value::Bool(flag) => flag.to_string(),
-            Value::Int(number) => number.to_string(),
-            Value::Double(number) => number.to_string(),
-            Value::Bytes(bytes) => hex::encode(bytes),
-            Value::Empty => String::new(),
-            Value::Array(_) | Value::Map(_) => self.to_json().to_string(),
+            Value::Bool(flag) => Str::from_static(if *flag { "true" } else { "false" }),
+            Value::Int(number) => number.to_string().into(),
+            Value::Double(number) => number.to_string().into(),
+            Value::Bytes(bytes) => hex::encode(bytes).into(),
+            Value::Empty => Str::new(),
+            Value::Array(_) | Value::Map(_) => self.to_json().to_string().into(),
         }
     }
 
     /// The value as JSON; bytes become lower-case hex strings.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            Value::Str(text) => serde_json::Value::String(text.clone()),
+            Value::Str(text) => serde_json::Value::String(text.to_string()),
             Value::Bool(flag) => serde_json::Value::Bool(*flag),
             Value::Int(number) => serde_json::Value::from(*number),
             Value::Double(number) => serde_json::Value::from(*number),
@@ -107,7 +112,7 @@ impl Value {
             Value::Array(items) => items.iter().map(Value::to_json).collect(),
             Value::Map(entries) => entries
                 .iter()
-                .map(|(key, value)| (key.clone(), value.to_json()))
+                .map(|(key, value)| (key.to_string(), value.to_json()))
                 .collect::<serde_json::Map<_, _>>()
                 .into(),
         }
@@ -151,7 +156,7 @@ impl Value {
 /// Ordered attributes as sent; lookups are linear, which is faster than a
 /// map for the 10 to 30 attributes a span carries.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attributes(pub Vec<(String, Value)>);
+pub struct Attributes(pub Vec<(Str, Value)>);
 
 impl Attributes {
     /// The value of `key`, if present.
@@ -165,14 +170,22 @@ impl Attributes {
     /// The value of `key` as non-empty text, if present.
     pub fn get_text(&self, key: &str) -> Option<String> {
         let text = self.get(key)?.to_text();
-        (!text.trim().is_empty()).then_some(text)
+        (!text.trim().is_empty()).then(|| text.to_string())
     }
 
     /// Attribute pairs as text, for a ClickHouse `Map(String, String)`.
-    pub fn to_text_pairs(&self) -> Vec<(String, String)> {
+    pub fn to_text_pairs(&self) -> Vec<(Str, Str)> {
         self.0
             .iter()
             .map(|(key, value)| (key.clone(), value.to_text()))
+            .collect()
+    }
+
+    /// Attribute pairs as owned text.
+    pub fn to_owned_text_pairs(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_text().to_string()))
             .collect()
     }
 
@@ -202,21 +215,21 @@ fn value_bytes(value: &Value) -> usize {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resource {
     pub attributes: Attributes,
-    pub service_name: String,
+    pub service_name: Str,
 }
 
 /// The instrumentation scope that produced a span.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scope {
-    pub name: String,
-    pub version: String,
+    pub name: Str,
+    pub version: Str,
 }
 
 /// A span event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub time_unix_nano: u64,
-    pub name: String,
+    pub name: Str,
     pub attributes: Attributes,
 }
 
@@ -227,7 +240,7 @@ pub struct Link {
     /// as text rather than parsed.
     pub trace_id: String,
     pub span_id: String,
-    pub trace_state: String,
+    pub trace_state: Str,
     pub attributes: Attributes,
 }
 
@@ -260,8 +273,8 @@ pub struct Span {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub parent_span_id: Option<SpanId>,
-    pub trace_state: String,
-    pub name: String,
+    pub trace_state: Str,
+    pub name: Str,
     pub kind: i32,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
@@ -269,7 +282,7 @@ pub struct Span {
     pub events: Vec<Event>,
     pub links: Vec<Link>,
     pub status_code: i32,
-    pub status_message: String,
+    pub status_message: Str,
     pub resource: Arc<Resource>,
     pub scope: Arc<Scope>,
     /// Server time at which the request carrying the span arrived.
@@ -283,7 +296,7 @@ pub struct Span {
     pub content_hash: [u8; 32],
     /// The span as received (a protobuf `ResourceSpans` holding only this
     /// span), kept for the spool and the quarantine table's `RawSpan` column.
-    pub raw: Arc<Vec<u8>>,
+    pub raw: bytes::Bytes,
     /// Where the span is in the spool, once appended there.
     pub spool: Option<crate::spool::Location>,
     /// Set on spans replayed from the spool whose rows ClickHouse already

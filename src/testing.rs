@@ -56,8 +56,8 @@ pub(crate) fn span(id: u64, name: &str) -> SpanBuilder {
             trace_id: trace_id(TRACE),
             span_id: span_id(id),
             parent_span_id: None,
-            trace_state: String::new(),
-            name: name.to_owned(),
+            trace_state: Default::default(),
+            name: name.into(),
             kind: 1,
             start_unix_nano: at_ms(0),
             end_unix_nano: at_ms(1),
@@ -65,19 +65,19 @@ pub(crate) fn span(id: u64, name: &str) -> SpanBuilder {
             events: Vec::new(),
             links: Vec::new(),
             status_code: 0,
-            status_message: String::new(),
+            status_message: Default::default(),
             resource: Arc::new(Resource::default()),
             scope: Arc::new(Scope::default()),
             received_at_unix_nano: 0,
             sender: Arc::from(""),
             content_hash: [0; 32],
-            raw: Arc::new(Vec::new()),
+            raw: bytes::Bytes::new(),
             spool: None,
             already_stored: false,
         },
         resource: Resource {
             attributes: Attributes::default(),
-            service_name: "agent".to_owned(),
+            service_name: "agent".into(),
         },
     }
 }
@@ -102,19 +102,19 @@ impl SpanBuilder {
 
     /// Adds a string attribute.
     pub(crate) fn attr(self, key: &str, value: &str) -> Self {
-        self.attr_value(key, Value::Str(value.to_owned()))
+        self.attr_value(key, Value::Str(value.into()))
     }
 
     /// Adds an attribute of any type.
     pub(crate) fn attr_value(mut self, key: &str, value: Value) -> Self {
-        self.span.attributes.0.push((key.to_owned(), value));
+        self.span.attributes.0.push((key.into(), value));
         self
     }
 
     /// Adds a string attribute to the span's resource.
     pub(crate) fn resource_attr(mut self, key: &str, value: &str) -> Self {
-        let value = Value::Str(value.to_owned());
-        self.resource.attributes.0.push((key.to_owned(), value));
+        let value = Value::Str(value.into());
+        self.resource.attributes.0.push((key.into(), value));
         self
     }
 
@@ -140,7 +140,7 @@ pub(crate) fn root(id: u64) -> SpanBuilder {
         .attr("agent_ledger.credential.id", "cred-1")
         .attr_value(
             "agent_ledger.credential.scopes",
-            Value::Array(vec![Value::Str("tickets:read".to_owned())]),
+            Value::Array(vec![Value::Str("tickets:read".into())]),
         )
         .attr("gen_ai.agent.name", "planner")
 }

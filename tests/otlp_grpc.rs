@@ -33,9 +33,11 @@ async fn malformed_spans_rejected_neighbours_stored() {
     let end_before_start = chat_span(20, 13, 1, 30, 20).build();
     let mut bad_utf8 = chat_span(20, 14, 1, 1, 2).build();
     bad_utf8.attributes.push(KeyValue {
-        key: b"gen_ai.prompt".to_vec(),
+        key: b"gen_ai.prompt".to_vec().into(),
         value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(vec![b'o', b'k', 0xff, 0xfe])),
+            value: Some(any_value::Value::StringValue(
+                vec![b'o', b'k', 0xff, 0xfe].into(),
+            )),
         }),
     });
     let spans = vec![

@@ -386,7 +386,9 @@ struct Redacted {
 
 fn string(value: &str) -> AnyValue {
     AnyValue {
-        value: Some(any_value::Value::StringValue(value.as_bytes().to_vec())),
+        value: Some(any_value::Value::StringValue(
+            value.as_bytes().to_vec().into(),
+        )),
     }
 }
 
@@ -404,7 +406,7 @@ async fn stored_rows_keep_no_secret() {
         )
         .build();
     tool.attributes.push(KeyValue {
-        key: b"http.request.header.authorization".to_vec(),
+        key: b"http.request.header.authorization".to_vec().into(),
         value: Some(AnyValue {
             value: Some(any_value::Value::ArrayValue(ArrayValue {
                 values: vec![string(&format!("token {github}"))],
@@ -412,7 +414,7 @@ async fn stored_rows_keep_no_secret() {
         }),
     });
     tool.attributes.push(KeyValue {
-        key: b"config".to_vec(),
+        key: b"config".to_vec().into(),
         value: Some(AnyValue {
             value: Some(any_value::Value::KvlistValue(KeyValueList {
                 values: vec![KeyValue::string("aws", &aws)],
@@ -421,7 +423,7 @@ async fn stored_rows_keep_no_secret() {
     });
     tool.events.push(otlp::Event {
         time_unix_nano: base_nanos() + 25_000_000,
-        name: format!("retry with {stripe}").into_bytes(),
+        name: (format!("retry with {stripe}").into_bytes()).into(),
         attributes: vec![KeyValue::string("password", "password=Sup3rS3cret!")],
         dropped_attributes_count: 0,
     });

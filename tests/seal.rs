@@ -272,7 +272,7 @@ async fn deleted_row_is_row_missing() {
     assert_eq!(verified.status, 1, "{:#}", verified.json);
     let missing = verified.of_kind("row_missing");
     assert_eq!(missing.len(), 1, "{:#}", verified.json);
-    assert_eq!(missing[0]["workflow_id"], victim.trace_id.as_str());
+    assert_eq!(missing[0]["workflow_id"], &*victim.trace_id);
     assert_eq!(missing[0]["step_index"], victim.step_index);
     assert!(
         verified.of_kind("row_inserted").is_empty(),

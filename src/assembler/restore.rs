@@ -135,7 +135,7 @@ fn replay_record(
         limits: assembler.attribute_limits(),
     };
     for (location, bytes) in record.spans {
-        let Some(mut span) = span_from_raw(&bytes, &context) else {
+        let Some(mut span) = span_from_raw(bytes::Bytes::from(bytes), &context) else {
             tracing::error!(
                 segment = location.segment,
                 offset = location.offset,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::preset::{Resolver, StepFacts, StepKind};
 use crate::quarantine::Reason;
-use crate::receiver::convert::{RequestContext, span_from_raw};
+use crate::receiver::convert::{RequestContext, span_from_spool};
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, Verdict};
@@ -133,11 +133,14 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// The span and its facts; `content_hash` is the hash recorded when the
+    /// span was accepted, so the body read back is not hashed again.
     fn load(
         &self,
         trace_id: TraceId,
         span_id: SpanId,
         pending: Pending,
+        content_hash: Option<[u8; 32]>,
     ) -> Option<(Span, StepFacts)> {
         let spooled = match pending {
             Pending::Memory(entry) => return Some(*entry),
@@ -156,7 +159,8 @@ impl Loader<'_> {
             .read(&spooled.location)
             .map_err(|error| error.to_string())
             .and_then(|bytes| {
-                span_from_raw(&bytes, &context).ok_or_else(|| "it no longer decodes".to_owned())
+                span_from_spool(bytes::Bytes::from(bytes), &context, content_hash)
+                    .ok_or_else(|| "it no longer decodes".to_owned())
             });
         match span {
             Ok(mut span) => {
@@ -339,7 +343,8 @@ impl TraceState {
             if let Some(entry) = self.pending.remove(span_id) {
                 released.spans += 1;
                 released.bytes += entry.approx_bytes();
-                taken.extend(loader.load(trace_id, *span_id, entry));
+                let content_hash = self.meta.get(span_id).map(|meta| meta.content_hash);
+                taken.extend(loader.load(trace_id, *span_id, entry, content_hash));
             }
         }
         if self.pending.is_empty() {

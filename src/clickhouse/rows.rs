@@ -14,35 +14,40 @@ use crate::link::StepLinks;
 use crate::preset::StepKind;
 use crate::quarantine::RejectedSpan;
 use crate::seal::encoding::Header;
-use crate::span::{Link, span_kind_name, status_code_name};
+use crate::span::{Link, Str, span_kind_name, status_code_name};
 use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
-type Pairs = Vec<(String, String)>;
+/// A `Map(String, String)` column of span rows; the texts share the
+/// span's buffers.
+type Pairs = Vec<(Str, Str)>;
+
+/// A `Map(String, String)` column of quarantine rows.
+type TextPairs = Vec<(String, String)>;
 
 /// A row of `agent_spans`.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SpanRow {
     pub timestamp: i64,
-    pub trace_id: String,
+    pub trace_id: Str,
     pub span_id: String,
     pub parent_span_id: String,
-    pub trace_state: String,
-    pub span_name: String,
-    pub span_kind: String,
-    pub service_name: String,
+    pub trace_state: Str,
+    pub span_name: Str,
+    pub span_kind: Str,
+    pub service_name: Str,
     pub resource_attributes: Pairs,
-    pub scope_name: String,
-    pub scope_version: String,
+    pub scope_name: Str,
+    pub scope_version: Str,
     pub span_attributes: Pairs,
     pub duration: u64,
-    pub status_code: String,
-    pub status_message: String,
+    pub status_code: Str,
+    pub status_message: Str,
     #[serde(rename = "Events.Timestamp")]
     pub events_timestamp: Vec<i64>,
     #[serde(rename = "Events.Name")]
-    pub events_name: Vec<String>,
+    pub events_name: Vec<Str>,
     #[serde(rename = "Events.Attributes")]
     pub events_attributes: Vec<Pairs>,
     #[serde(rename = "Links.TraceId")]
@@ -50,28 +55,28 @@ pub struct SpanRow {
     #[serde(rename = "Links.SpanId")]
     pub links_span_id: Vec<String>,
     #[serde(rename = "Links.TraceState")]
-    pub links_trace_state: Vec<String>,
+    pub links_trace_state: Vec<Str>,
     #[serde(rename = "Links.Attributes")]
     pub links_attributes: Vec<Pairs>,
-    pub workflow_root_span_id: String,
+    pub workflow_root_span_id: Str,
     pub step_index: u32,
-    pub step_kind: String,
-    pub agent_name: String,
-    pub agent_id: String,
-    pub agent_version: String,
+    pub step_kind: Str,
+    pub agent_name: Str,
+    pub agent_id: Str,
+    pub agent_version: Str,
     pub model_name: String,
     pub model_version: String,
     pub provider: String,
-    pub origin_type: String,
-    pub origin_source: String,
-    pub task_spec: String,
-    pub authorized_by: String,
+    pub origin_type: Str,
+    pub origin_source: Str,
+    pub task_spec: Str,
+    pub authorized_by: Str,
     pub credential_id: String,
     pub credential_issuer: String,
     pub credential_scopes: Vec<String>,
     pub credential_issued_at: Option<i64>,
     pub credential_expires_at: Option<i64>,
-    pub workflow_credential_id: String,
+    pub workflow_credential_id: Str,
     pub tool_name: String,
     pub tool_call_id: String,
     pub violations: Vec<String>,
@@ -80,7 +85,7 @@ pub struct SpanRow {
     pub redacted_kinds: Vec<String>,
     /// 1 when the step's tool is one the policy marks as a write action.
     pub write_action: u8,
-    pub sender: String,
+    pub sender: Str,
     pub received_at: i64,
     pub late: u8,
     pub segment: u32,
@@ -142,10 +147,10 @@ pub struct RejectedRow {
     pub span_name: String,
     pub span_kind: String,
     pub service_name: String,
-    pub resource_attributes: Pairs,
+    pub resource_attributes: TextPairs,
     pub scope_name: String,
     pub scope_version: String,
-    pub span_attributes: Pairs,
+    pub span_attributes: TextPairs,
     pub duration: u64,
     pub status_code: String,
     pub status_message: String,
@@ -307,11 +312,48 @@ pub fn workflow_rows(mut sealed: Sealed, written_at: i64) -> WorkflowRows {
 /// The `agent_spans` rows of a workflow segment, in step order, not yet
 /// chained.
 pub fn span_rows(sealed: &Sealed) -> Vec<SpanRow> {
+    let shared = SharedColumns::of(sealed);
     let steps = sealed.workflow.steps.iter().zip(&sealed.links);
     steps
         .enumerate()
-        .map(|(index, (step, links))| span_row(sealed, step, links, sealed.checks.get(index)))
+        .map(|(index, (step, links))| {
+            span_row(sealed, &shared, step, links, sealed.checks.get(index))
+        })
         .collect()
+}
+
+/// Columns that every span row of a workflow segment repeats, built once
+/// per segment so that each row shares them instead of copying.
+struct SharedColumns {
+    trace_id: Str,
+    root_span_id: Str,
+    agent_name: Str,
+    agent_id: Str,
+    agent_version: Str,
+    origin_type: Str,
+    origin_source: Str,
+    task_spec: Str,
+    authorized_by: Str,
+    credential_id: Str,
+}
+
+impl SharedColumns {
+    fn of(sealed: &Sealed) -> Self {
+        let summary = &sealed.verdict.summary;
+        let text = |value: &String| Str::from(value.as_str());
+        SharedColumns {
+            trace_id: sealed.workflow.trace_id.to_hex().into(),
+            root_span_id: sealed.workflow.root_span_id.to_hex().into(),
+            agent_name: text(&summary.agent_name),
+            agent_id: text(&summary.agent_id),
+            agent_version: text(&summary.agent_version),
+            origin_type: text(&summary.origin_type),
+            origin_source: text(&summary.origin_source),
+            task_spec: text(&summary.task_spec),
+            authorized_by: text(&summary.authorized_by),
+            credential_id: text(&summary.credential.id),
+        }
+    }
 }
 
 /// `HeaderHash` of the workflow, from the header columns its verdict row
@@ -321,7 +363,13 @@ pub fn header_hash(sealed: &Sealed) -> String {
     Header::of(&row).hash()
 }
 
-fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&StepCheck>) -> SpanRow {
+fn span_row(
+    sealed: &Sealed,
+    shared: &SharedColumns,
+    step: &Step,
+    links: &StepLinks,
+    check: Option<&StepCheck>,
+) -> SpanRow {
     let span = &step.span;
     let verdict = &sealed.verdict;
     let summary = &verdict.summary;
@@ -357,12 +405,13 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
                 .iter()
                 .find(|other| other.span.span_id == agent)
         })
-        .and_then(|agent| agent.facts.agent_name.clone())
-        .or_else(|| step.facts.agent_name.clone())
-        .unwrap_or_else(|| summary.agent_name.clone());
+        .and_then(|agent| agent.facts.agent_name.as_deref())
+        .or(step.facts.agent_name.as_deref())
+        .map(Str::from)
+        .unwrap_or_else(|| shared.agent_name.clone());
     SpanRow {
         timestamp: span.start_unix_nano as i64,
-        trace_id: span.trace_id.to_hex(),
+        trace_id: shared.trace_id.clone(),
         span_id: span.span_id.to_hex(),
         parent_span_id: span
             .parent_span_id
@@ -370,14 +419,14 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
             .unwrap_or_default(),
         trace_state: span.trace_state.clone(),
         span_name: span.name.clone(),
-        span_kind: span_kind_name(span.kind).to_owned(),
+        span_kind: Str::from_static(span_kind_name(span.kind)),
         service_name: span.resource.service_name.clone(),
         resource_attributes: span.resource.attributes.to_text_pairs(),
         scope_name: span.scope.name.clone(),
         scope_version: span.scope.version.clone(),
         span_attributes: span.attributes.to_text_pairs(),
         duration: span.duration_nanos(),
-        status_code: status_code_name(span.status_code).to_owned(),
+        status_code: Str::from_static(status_code_name(span.status_code)),
         status_message: span.status_message.clone(),
         events_timestamp: span
             .events
@@ -400,33 +449,35 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
             .iter()
             .map(|link| link.attributes.to_text_pairs())
             .collect(),
-        workflow_root_span_id: workflow.root_span_id.to_hex(),
+        workflow_root_span_id: shared.root_span_id.clone(),
         step_index: links.step_index,
-        step_kind: step.kind.name().to_owned(),
+        step_kind: Str::from_static(step.kind.name()),
         agent_name,
         agent_id: step
             .facts
             .agent_id
-            .clone()
-            .unwrap_or_else(|| summary.agent_id.clone()),
+            .as_deref()
+            .map(Str::from)
+            .unwrap_or_else(|| shared.agent_id.clone()),
         agent_version: step
             .facts
             .agent_version
-            .clone()
-            .unwrap_or_else(|| summary.agent_version.clone()),
+            .as_deref()
+            .map(Str::from)
+            .unwrap_or_else(|| shared.agent_version.clone()),
         model_name: step.facts.request_model.clone().unwrap_or_default(),
         model_version: step.facts.response_model.clone().unwrap_or_default(),
         provider: step.facts.provider.clone().unwrap_or_default(),
-        origin_type: summary.origin_type.clone(),
-        origin_source: summary.origin_source.clone(),
-        task_spec: summary.task_spec.clone(),
-        authorized_by: summary.authorized_by.clone(),
+        origin_type: shared.origin_type.clone(),
+        origin_source: shared.origin_source.clone(),
+        task_spec: shared.task_spec.clone(),
+        authorized_by: shared.authorized_by.clone(),
         credential_id: credential.id,
         credential_issuer: credential.issuer,
         credential_scopes: credential.scopes,
         credential_issued_at: credential.issued_at_unix_nano,
         credential_expires_at: credential.expires_at_unix_nano,
-        workflow_credential_id: summary.credential.id.clone(),
+        workflow_credential_id: shared.credential_id.clone(),
         tool_name: step.facts.tool_name.clone().unwrap_or_default(),
         tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
         violations: check
@@ -437,7 +488,7 @@ fn span_row(sealed: &Sealed, step: &Step, links: &StepLinks, check: Option<&Step
         redacted_count: redacted_kinds.len() as u32,
         redacted_kinds,
         write_action: u8::from(check.write_action),
-        sender: span.sender.to_string(),
+        sender: Str::from(&*span.sender),
         received_at: span.received_at_unix_nano,
         late: u8::from(workflow.is_late()),
         segment: workflow.segment,
@@ -450,15 +501,15 @@ fn cause_link(workflow: &crate::workflow::Workflow, cause: &crate::link::Cause) 
     Link {
         trace_id: workflow.trace_id.to_hex(),
         span_id: cause.span_id.to_hex(),
-        trace_state: String::new(),
+        trace_state: Str::new(),
         attributes: crate::span::Attributes(vec![
             (
-                "agent_ledger.link.type".to_owned(),
-                crate::span::Value::Str("caused_by".to_owned()),
+                Str::from_static("agent_ledger.link.type"),
+                crate::span::Value::Str(Str::from_static("caused_by")),
             ),
             (
-                "agent_ledger.link.basis".to_owned(),
-                crate::span::Value::Str(cause.basis.name().to_owned()),
+                Str::from_static("agent_ledger.link.basis"),
+                crate::span::Value::Str(Str::from_static(cause.basis.name())),
             ),
         ]),
     }
@@ -538,7 +589,7 @@ fn credential_rows(sealed: &Sealed) -> Vec<CredentialRow> {
                 scopes: credential.scopes,
                 issued_at: credential.issued_at_unix_nano,
                 expires_at: credential.expires_at_unix_nano,
-                issuer_service: step.span.resource.service_name.clone(),
+                issuer_service: step.span.resource.service_name.to_string(),
                 sender: step.span.sender.to_string(),
                 received_at: step.span.received_at_unix_nano,
                 ledger_instance_id: String::new(),

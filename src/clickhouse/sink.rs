@@ -33,6 +33,7 @@ use crate::config::ClickhouseConfig;
 use crate::metrics::{Metrics, StatusLabel, TableLabel};
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::seal::ledger::{BatchRow, Ledger, SegmentHead};
+use crate::span::Str;
 use crate::spool::{Location, Spool};
 
 /// Messages for the sink.
@@ -89,23 +90,23 @@ impl SinkRow for SpanRow {
     fn quarantine(&self, error: &StoreError) -> Option<RejectedRow> {
         Some(RejectedRow {
             timestamp: self.timestamp,
-            trace_id: self.trace_id.clone(),
+            trace_id: self.trace_id.to_string(),
             span_id: self.span_id.clone(),
             parent_span_id: self.parent_span_id.clone(),
-            trace_state: self.trace_state.clone(),
-            span_name: self.span_name.clone(),
-            span_kind: self.span_kind.clone(),
-            service_name: self.service_name.clone(),
-            resource_attributes: self.resource_attributes.clone(),
-            scope_name: self.scope_name.clone(),
-            scope_version: self.scope_version.clone(),
-            span_attributes: self.span_attributes.clone(),
+            trace_state: self.trace_state.to_string(),
+            span_name: self.span_name.to_string(),
+            span_kind: self.span_kind.to_string(),
+            service_name: self.service_name.to_string(),
+            resource_attributes: owned_pairs(&self.resource_attributes),
+            scope_name: self.scope_name.to_string(),
+            scope_version: self.scope_version.to_string(),
+            span_attributes: owned_pairs(&self.span_attributes),
             duration: self.duration,
-            status_code: self.status_code.clone(),
-            status_message: self.status_message.clone(),
+            status_code: self.status_code.to_string(),
+            status_message: self.status_message.to_string(),
             reason: Reason::ClickhouseRejected.code().to_owned(),
             detail: error.to_string(),
-            sender: self.sender.clone(),
+            sender: self.sender.to_string(),
             received_at: self.received_at,
             raw_span: String::new(),
             ledger_instance_id: String::new(),
@@ -490,4 +491,12 @@ fn reason_counts(rows: &[RejectedRow]) -> Vec<(Reason, u64)> {
 fn with_jitter(delay: Duration) -> Duration {
     let extra = rand::rng().random_range(0.0..0.25);
     delay.mul_f64(1.0 + extra)
+}
+
+/// Attribute pairs of a span row as owned text, for a quarantine row.
+fn owned_pairs(pairs: &[(Str, Str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
 }

@@ -56,11 +56,11 @@ pub fn requested_call_ids(span: &Span, output_messages: Option<&str>) -> Vec<Str
     }
     for (key, value) in &span.attributes.0 {
         if key.starts_with("llm.output_messages.") && key.ends_with(".tool_call.id") {
-            push(&mut ids, value.to_text());
+            push(&mut ids, value.to_text().to_string());
         }
     }
     for event in &span.events {
-        let attribute = match event.name.as_str() {
+        let attribute = match &*event.name {
             DETAILS_EVENT => "gen_ai.output.messages",
             CHOICE_EVENT => "message",
             _ => continue,
@@ -80,7 +80,7 @@ pub fn result_call_ids(span: &Span, input_messages: Option<&str>) -> Vec<String>
     }
     collect_flattened_results(span, &mut ids);
     for event in &span.events {
-        match event.name.as_str() {
+        match &*event.name {
             DETAILS_EVENT => {
                 if let Some(json) = event_json(event, "gen_ai.input.messages") {
                     collect_result_ids(&json, false, &mut ids);
@@ -177,7 +177,7 @@ fn collect_flattened_results(span: &Span, ids: &mut Vec<String>) {
         let role_key = format!("{PREFIX}{index}.message.role");
         let role = span.attributes.get_text(&role_key).unwrap_or_default();
         if RESULT_ROLES.contains(&role.as_str()) {
-            push(ids, value.to_text());
+            push(ids, value.to_text().to_string());
         }
     }
 }

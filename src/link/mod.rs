@@ -452,7 +452,10 @@ mod tests {
 
     fn explicit_and_parent_cases() -> Vec<Case> {
         let listed = format!("{}, 00000000000000ff, {}", span_hex(3), span_hex(4));
-        let array = Value::Array(vec![Value::Str(span_hex(2)), Value::Str(span_hex(3))]);
+        let array = Value::Array(vec![
+            Value::Str(span_hex(2).into()),
+            Value::Str(span_hex(3).into()),
+        ]);
 
         vec![
             Case {

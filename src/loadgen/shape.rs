@@ -162,13 +162,13 @@ fn step_span(spec: &WorkflowSpec<'_>, step: usize) -> otlp::Span {
         trace_id: spec.ids.trace_id.to_vec(),
         span_id: spec.ids.span_ids[step].to_vec(),
         parent_span_id: parent,
-        name: span_name(role).into_bytes(),
+        name: span_name(role).into_bytes().into(),
         kind: span_kind(role),
         start_time_unix_nano: start,
         end_time_unix_nano: end,
         attributes,
         status: Some(otlp::Status {
-            message: Vec::new(),
+            message: Vec::new().into(),
             code: 1,
         }),
         ..Default::default()
@@ -372,25 +372,25 @@ fn strings(key: &str, values: &[&str]) -> KeyValue {
     let values = values
         .iter()
         .map(|value| AnyValue {
-            value: Some(Value::StringValue(value.as_bytes().to_vec())),
+            value: Some(Value::StringValue(value.as_bytes().to_vec().into())),
         })
         .collect();
     KeyValue {
-        key: key.as_bytes().to_vec(),
+        key: key.as_bytes().to_vec().into(),
         value: any(Value::ArrayValue(ArrayValue { values })),
     }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
     KeyValue {
-        key: key.as_bytes().to_vec(),
+        key: key.as_bytes().to_vec().into(),
         value: any(Value::IntValue(value)),
     }
 }
 
 fn double(key: &str, value: f64) -> KeyValue {
     KeyValue {
-        key: key.as_bytes().to_vec(),
+        key: key.as_bytes().to_vec().into(),
         value: any(Value::DoubleValue(value)),
     }
 }
@@ -414,8 +414,8 @@ pub fn resource() -> otlp::Resource {
 /// Builds the instrumentation scope of generated spans.
 pub fn scope() -> otlp::InstrumentationScope {
     otlp::InstrumentationScope {
-        name: b"agent-ledger-loadgen".to_vec(),
-        version: env!("CARGO_PKG_VERSION").as_bytes().to_vec(),
+        name: b"agent-ledger-loadgen".to_vec().into(),
+        version: env!("CARGO_PKG_VERSION").as_bytes().to_vec().into(),
         ..Default::default()
     }
 }
@@ -468,7 +468,7 @@ mod tests {
             .iter()
             .find(|pair| pair.key == key.as_bytes())
             .and_then(|pair| match pair.value.as_ref()?.value.as_ref()? {
-                Value::StringValue(bytes) => Some(String::from_utf8(bytes.clone()).unwrap()),
+                Value::StringValue(bytes) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
                 _ => None,
             })
     }

@@ -12,6 +12,7 @@
 //! `invalid_span_id` and keep the others.
 
 use base64::Engine;
+use bytes::Bytes;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
@@ -258,8 +259,8 @@ impl JsonScopeSpans {
     fn into_otlp(self) -> ScopeSpans {
         ScopeSpans {
             scope: self.scope.map(|scope| InstrumentationScope {
-                name: scope.name.into_bytes(),
-                version: scope.version.into_bytes(),
+                name: scope.name.into_bytes().into(),
+                version: scope.version.into_bytes().into(),
                 attributes: key_values(scope.attributes),
                 dropped_attributes_count: scope.dropped_attributes_count,
             }),
@@ -274,10 +275,10 @@ impl JsonSpan {
         Span {
             trace_id: id_bytes(&self.trace_id),
             span_id: id_bytes(&self.span_id),
-            trace_state: self.trace_state.into_bytes(),
+            trace_state: self.trace_state.into_bytes().into(),
             parent_span_id: id_bytes(&self.parent_span_id),
             flags: self.flags,
-            name: self.name.into_bytes(),
+            name: self.name.into_bytes().into(),
             kind: self.kind,
             start_time_unix_nano: self.start_time_unix_nano,
             end_time_unix_nano: self.end_time_unix_nano,
@@ -288,7 +289,7 @@ impl JsonSpan {
             links: self.links.into_iter().map(JsonLink::into_otlp).collect(),
             dropped_links_count: self.dropped_links_count,
             status: self.status.map(|status| Status {
-                message: status.message.into_bytes(),
+                message: status.message.into_bytes().into(),
                 code: status.code,
             }),
         }
@@ -299,7 +300,7 @@ impl JsonEvent {
     fn into_otlp(self) -> Event {
         Event {
             time_unix_nano: self.time_unix_nano,
-            name: self.name.into_bytes(),
+            name: self.name.into_bytes().into(),
             attributes: key_values(self.attributes),
             dropped_attributes_count: self.dropped_attributes_count,
         }
@@ -311,7 +312,7 @@ impl JsonLink {
         Link {
             trace_id: id_bytes(&self.trace_id),
             span_id: id_bytes(&self.span_id),
-            trace_state: self.trace_state.into_bytes(),
+            trace_state: self.trace_state.into_bytes().into(),
             attributes: key_values(self.attributes),
             dropped_attributes_count: self.dropped_attributes_count,
             flags: self.flags,
@@ -329,7 +330,7 @@ fn key_values(pairs: Vec<JsonKeyValue>) -> Vec<KeyValue> {
     pairs
         .into_iter()
         .map(|pair| KeyValue {
-            key: pair.key.into_bytes(),
+            key: pair.key.into_bytes().into(),
             value: pair.value.map(any_value_of),
         })
         .collect()
@@ -347,9 +348,9 @@ fn any_value_of(json: serde_json::Value) -> AnyValue {
             return None;
         }
         Some(match key.as_str() {
-            "stringValue" => {
-                Raw::StringValue(field.as_str().unwrap_or_default().as_bytes().to_vec())
-            }
+            "stringValue" => Raw::StringValue(Bytes::copy_from_slice(
+                field.as_str().unwrap_or_default().as_bytes(),
+            )),
             "boolValue" => Raw::BoolValue(field.as_bool().unwrap_or_default()),
             "intValue" => Raw::IntValue(parse_i64(&field).unwrap_or_default()),
             "doubleValue" => Raw::DoubleValue(parse_f64(&field).unwrap_or_default()),
@@ -385,7 +386,8 @@ fn nested_pairs(field: serde_json::Value) -> Vec<KeyValue> {
                     .remove("key")
                     .and_then(|key| key.as_str().map(str::to_owned))
                     .unwrap_or_default()
-                    .into_bytes(),
+                    .into_bytes()
+                    .into(),
                 value: pair
                     .remove("value")
                     .filter(|value| !value.is_null())
@@ -633,7 +635,7 @@ mod tests {
         let any_value::Value::KvlistValue(list) = value(4) else {
             panic!("kvlist expected")
         };
-        assert_eq!(list.values[0].key, b"k");
+        assert_eq!(&list.values[0].key[..], b"k");
     }
 
     #[test]

@@ -8,9 +8,15 @@
 //! whole request. The receiver checks UTF-8 per span instead and rejects only
 //! the span that carries the invalid value. [`json`] decodes the OTLP/JSON
 //! encoding into the same types.
+//!
+//! The text fields that reach stored rows are `Bytes`: decoding from a
+//! `Bytes` buffer (the gRPC message, or a span read back from the spool)
+//! then shares the buffer instead of copying each value, and
+//! [`crate::span::Str`] keeps sharing it after the UTF-8 check.
 
 pub mod json;
 
+use bytes::Bytes;
 use prost::Message;
 
 /// `ExportTraceServiceRequest`.
@@ -70,10 +76,10 @@ pub struct ScopeSpans {
 /// `InstrumentationScope`.
 #[derive(Clone, PartialEq, Message)]
 pub struct InstrumentationScope {
-    #[prost(bytes = "vec", tag = "1")]
-    pub name: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    pub version: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub version: Bytes,
     #[prost(message, repeated, tag = "3")]
     pub attributes: Vec<KeyValue>,
     #[prost(uint32, tag = "4")]
@@ -87,14 +93,14 @@ pub struct Span {
     pub trace_id: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     pub span_id: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    pub trace_state: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub trace_state: Bytes,
     #[prost(bytes = "vec", tag = "4")]
     pub parent_span_id: Vec<u8>,
     #[prost(fixed32, tag = "16")]
     pub flags: u32,
-    #[prost(bytes = "vec", tag = "5")]
-    pub name: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub name: Bytes,
     #[prost(int32, tag = "6")]
     pub kind: i32,
     #[prost(fixed64, tag = "7")]
@@ -122,8 +128,8 @@ pub struct Span {
 pub struct Event {
     #[prost(fixed64, tag = "1")]
     pub time_unix_nano: u64,
-    #[prost(bytes = "vec", tag = "2")]
-    pub name: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub name: Bytes,
     #[prost(message, repeated, tag = "3")]
     pub attributes: Vec<KeyValue>,
     #[prost(uint32, tag = "4")]
@@ -137,8 +143,8 @@ pub struct Link {
     pub trace_id: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     pub span_id: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    pub trace_state: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub trace_state: Bytes,
     #[prost(message, repeated, tag = "4")]
     pub attributes: Vec<KeyValue>,
     #[prost(uint32, tag = "5")]
@@ -150,8 +156,8 @@ pub struct Link {
 /// `Status`.
 #[derive(Clone, PartialEq, Message)]
 pub struct Status {
-    #[prost(bytes = "vec", tag = "2")]
-    pub message: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub message: Bytes,
     #[prost(int32, tag = "3")]
     pub code: i32,
 }
@@ -159,8 +165,8 @@ pub struct Status {
 /// `KeyValue`.
 #[derive(Clone, PartialEq, Message)]
 pub struct KeyValue {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
     #[prost(message, optional, tag = "2")]
     pub value: Option<AnyValue>,
 }
@@ -177,8 +183,8 @@ pub mod any_value {
     /// One attribute value.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
-        #[prost(bytes, tag = "1")]
-        StringValue(Vec<u8>),
+        #[prost(bytes = "bytes", tag = "1")]
+        StringValue(bytes::Bytes),
         #[prost(bool, tag = "2")]
         BoolValue(bool),
         #[prost(int64, tag = "3")]
@@ -212,9 +218,11 @@ impl KeyValue {
     /// Builds a string attribute; used by tests and the load tools.
     pub fn string(key: &str, value: &str) -> Self {
         KeyValue {
-            key: key.as_bytes().to_vec(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
             value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.as_bytes().to_vec())),
+                value: Some(any_value::Value::StringValue(Bytes::copy_from_slice(
+                    value.as_bytes(),
+                ))),
             }),
         }
     }

@@ -233,7 +233,7 @@ fn rule_matches(rule: &KindRule, span: &Span) -> bool {
                 .iter()
                 .any(|expected| expected.eq_ignore_ascii_case(value.trim()));
     }
-    rule.span_name.contains(&span.name)
+    rule.span_name.iter().any(|name| *name == *span.name)
         || rule
             .span_name_prefix
             .iter()

@@ -12,12 +12,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::otlp;
 use crate::quarantine::{Reason, RejectedSpan};
-use crate::span::{Attributes, Event, Link, Resource, Scope, Span, SpanId, TraceId, Value};
+use crate::span::{Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value};
 
 /// Default maximum attributes of one span, resource, event or link: eight
 /// times the OpenTelemetry SDK's default count limit of 128, so spans from
@@ -89,27 +90,48 @@ pub fn convert_request(
 ) -> Converted {
     let mut converted = Converted::default();
     for resource_spans in request.resource_spans {
-        convert_resource_spans(resource_spans, context, &mut converted);
+        convert_resource_spans(resource_spans, context, None, &mut converted);
     }
     converted
 }
 
+/// A `ResourceSpans` that holds one span, as the spool and `RawSpan` keep
+/// it: its encoding, and the span's content hash when already known.
+#[derive(Clone, Copy)]
+struct Single<'a> {
+    raw: &'a Bytes,
+    content_hash: Option<[u8; 32]>,
+}
+
+/// Converts one `ResourceSpans`. With `single`, its encoding is the span's
+/// `raw` as is; otherwise each span's `raw` is encoded afresh.
 fn convert_resource_spans(
     resource_spans: otlp::ResourceSpans,
     context: &RequestContext,
+    single: Option<Single<'_>>,
     converted: &mut Converted,
 ) {
     let raw_resource = resource_spans.resource.unwrap_or_default();
     let mut resource_stats = LimitStats::default();
     let resource = convert_resource(&raw_resource, &context.limits, &mut resource_stats);
     converted.add_stats(resource_stats);
-    let resource_bytes = raw_resource.encode_to_vec();
+    let resource_bytes = match single {
+        Some(_) => Vec::new(),
+        None => raw_resource.encode_to_vec(),
+    };
     for scope_spans in resource_spans.scope_spans {
         let raw_scope = scope_spans.scope.clone().unwrap_or_default();
         let scope = convert_scope(&raw_scope);
-        let scope_bytes = raw_scope.encode_to_vec();
+        let scope_bytes = match single {
+            Some(_) => Vec::new(),
+            None => raw_scope.encode_to_vec(),
+        };
         for span in scope_spans.spans {
-            let raw = raw_copy(&resource_bytes, &scope_bytes, &span);
+            let raw = match single {
+                Some(single) => single.raw.clone(),
+                None => raw_copy(&resource_bytes, &scope_bytes, &span),
+            };
+            let content_hash = single.and_then(|single| single.content_hash);
             let mut stats = LimitStats::default();
             let outcome = match (&resource, &scope) {
                 (Ok(resource), Ok(scope)) => convert_span(
@@ -118,6 +140,7 @@ fn convert_resource_spans(
                     scope.clone(),
                     context,
                     raw.clone(),
+                    content_hash,
                     &mut stats,
                 ),
                 (Err(detail), _) | (_, Err(detail)) => Err((Reason::InvalidUtf8, detail.clone())),
@@ -143,7 +166,7 @@ fn convert_resource_spans(
 
 /// The span as received, alone in a `ResourceSpans` with its resource and
 /// scope, so a quarantined span can be read back whole.
-fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Arc<Vec<u8>> {
+fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Bytes {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
     // The same bytes prost writes for `ResourceSpans { resource, scope_spans:
     // [ScopeSpans { scope, spans: [span] }] }`, from the resource and scope
@@ -173,7 +196,7 @@ fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Arc<Vec<u8>> {
     encode_key(2, WireType::LengthDelimited, &mut bytes);
     encode_varint(span_len as u64, &mut bytes);
     span.encode_raw(&mut bytes);
-    Arc::new(bytes)
+    Bytes::from(bytes)
 }
 
 impl Converted {
@@ -194,7 +217,11 @@ fn convert_resource(
     };
     let attributes = convert_attributes(sent, limits, stats)
         .map_err(|key| format!("resource attribute {key} is not valid UTF-8"))?;
-    let service_name = attributes.get_text("service.name").unwrap_or_default();
+    let service_name = attributes
+        .get("service.name")
+        .map(Value::to_text)
+        .filter(|text| !text.trim().is_empty())
+        .unwrap_or_default();
     Ok(Arc::new(Resource {
         attributes,
         service_name,
@@ -202,8 +229,8 @@ fn convert_resource(
 }
 
 fn convert_scope(scope: &otlp::InstrumentationScope) -> Result<Arc<Scope>, String> {
-    let name = utf8(&scope.name).ok_or("instrumentation scope name is not valid UTF-8")?;
-    let version = utf8(&scope.version).ok_or("instrumentation scope version is not valid UTF-8")?;
+    let name = text(&scope.name).ok_or("instrumentation scope name is not valid UTF-8")?;
+    let version = text(&scope.version).ok_or("instrumentation scope version is not valid UTF-8")?;
     Ok(Arc::new(Scope { name, version }))
 }
 
@@ -214,15 +241,16 @@ fn convert_span(
     resource: Arc<Resource>,
     scope: Arc<Scope>,
     context: &RequestContext,
-    raw: Arc<Vec<u8>>,
+    raw: Bytes,
+    content_hash: Option<[u8; 32]>,
     stats: &mut LimitStats,
 ) -> Result<Span, Failure> {
     let trace_id = check_trace_id(&span.trace_id)?;
     let span_id = check_span_id(&span.span_id, "span id")?;
     let parent_span_id = check_parent_id(&span.parent_span_id)?;
     check_times(span.start_time_unix_nano, span.end_time_unix_nano)?;
-    let text = |bytes: &[u8], what: &str| {
-        utf8(bytes).ok_or_else(|| (Reason::InvalidUtf8, format!("{what} is not valid UTF-8")))
+    let checked = |bytes: &Bytes, what: &str| {
+        text(bytes).ok_or_else(|| (Reason::InvalidUtf8, format!("{what} is not valid UTF-8")))
     };
     let sent = Sent {
         pairs: &span.attributes,
@@ -236,13 +264,13 @@ fn convert_span(
         )
     })?;
     let status = span.status.clone().unwrap_or_default();
-    let content_hash = Sha256::digest(raw.as_slice()).into();
+    let content_hash = content_hash.unwrap_or_else(|| Sha256::digest(&raw).into());
     Ok(Span {
         trace_id,
         span_id,
         parent_span_id,
-        trace_state: text(&span.trace_state, "trace state")?,
-        name: text(&span.name, "span name")?,
+        trace_state: checked(&span.trace_state, "trace state")?,
+        name: checked(&span.name, "span name")?,
         kind: span.kind,
         start_unix_nano: span.start_time_unix_nano,
         end_unix_nano: span.end_time_unix_nano,
@@ -250,7 +278,7 @@ fn convert_span(
         events: convert_events(&span.events, limits, stats)?,
         links: convert_links(&span.links, limits, stats)?,
         status_code: status.code,
-        status_message: text(&status.message, "status message")?,
+        status_message: checked(&status.message, "status message")?,
         resource,
         scope,
         received_at_unix_nano: context.received_at_unix_nano,
@@ -317,7 +345,7 @@ fn convert_events(
     events
         .iter()
         .map(|event| {
-            let name = utf8(&event.name).ok_or_else(|| {
+            let name = text(&event.name).ok_or_else(|| {
                 (
                     Reason::InvalidUtf8,
                     "event name is not valid UTF-8".to_owned(),
@@ -360,7 +388,7 @@ fn convert_links(
                     format!("link attribute {key} is not valid UTF-8"),
                 )
             })?;
-            let trace_state = utf8(&link.trace_state).ok_or_else(|| {
+            let trace_state = text(&link.trace_state).ok_or_else(|| {
                 (
                     Reason::InvalidUtf8,
                     "link trace state is not valid UTF-8".to_owned(),
@@ -394,11 +422,11 @@ fn convert_attributes(
     let mut attributes = Vec::with_capacity(kept + 1);
     let mut truncations = Vec::new();
     for pair in &sent.pairs[..kept] {
-        let key = utf8(&pair.key).ok_or_else(|| lossy(&pair.key))?;
-        let value = convert_value(pair.value.as_ref()).ok_or_else(|| key.clone())?;
+        let key = text(&pair.key).ok_or_else(|| lossy(&pair.key))?;
+        let value = convert_value(pair.value.as_ref()).ok_or_else(|| key.to_string())?;
         let (value, original_len) = limit_value(value, limits.max_value_bytes);
         if let Some(original_len) = original_len {
-            let record = format!("{TRUNCATED_PREFIX}{key}");
+            let record = Str::from(format!("{TRUNCATED_PREFIX}{key}"));
             truncations.push((record, Value::Int(original_len as i64)));
         }
         attributes.push((key, value));
@@ -410,7 +438,7 @@ fn convert_attributes(
     let dropped_total = dropped as i64 + i64::from(sent.dropped);
     if dropped_total > 0 {
         attributes.push((
-            DROPPED_ATTRIBUTES_COUNT.to_owned(),
+            Str::from_static(DROPPED_ATTRIBUTES_COUNT),
             Value::Int(dropped_total),
         ));
     }
@@ -423,7 +451,7 @@ fn limit_value(value: Value, max: usize) -> (Value, Option<usize>) {
     match value {
         Value::Str(text) if text.len() > max => {
             let original_len = text.len();
-            (Value::Str(truncate_text(text, max)), Some(original_len))
+            (Value::Str(truncate_text(&text, max)), Some(original_len))
         }
         Value::Bytes(mut bytes) if bytes.len() > max => {
             let original_len = bytes.len();
@@ -436,7 +464,7 @@ fn limit_value(value: Value, max: usize) -> (Value, Option<usize>) {
                 return (value, None);
             }
             let original_len = text.len();
-            (Value::Str(truncate_text(text, max)), Some(original_len))
+            (Value::Str(truncate_text(&text, max)), Some(original_len))
         }
         other => (other, None),
     }
@@ -464,14 +492,15 @@ fn size_bound(value: &Value) -> usize {
 
 /// Cuts `text` to at most `max` bytes, including [`TRUNCATION_MARKER`], at a
 /// character boundary.
-fn truncate_text(mut text: String, max: usize) -> String {
+fn truncate_text(text: &str, max: usize) -> Str {
     let mut end = max.saturating_sub(TRUNCATION_MARKER.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text.truncate(end);
-    text.push_str(TRUNCATION_MARKER);
-    text
+    let mut truncated = String::with_capacity(end + TRUNCATION_MARKER.len());
+    truncated.push_str(&text[..end]);
+    truncated.push_str(TRUNCATION_MARKER);
+    truncated.into()
 }
 
 fn convert_value(value: Option<&otlp::AnyValue>) -> Option<Value> {
@@ -480,7 +509,7 @@ fn convert_value(value: Option<&otlp::AnyValue>) -> Option<Value> {
         return Some(Value::Empty);
     };
     Some(match raw {
-        Raw::StringValue(bytes) => Value::Str(utf8(bytes)?),
+        Raw::StringValue(bytes) => Value::Str(text(bytes)?),
         Raw::BoolValue(flag) => Value::Bool(*flag),
         Raw::IntValue(number) => Value::Int(*number),
         Raw::DoubleValue(number) => Value::Double(*number),
@@ -495,15 +524,16 @@ fn convert_value(value: Option<&otlp::AnyValue>) -> Option<Value> {
         Raw::KvlistValue(list) => {
             let mut entries = Vec::with_capacity(list.values.len());
             for pair in &list.values {
-                entries.push((utf8(&pair.key)?, convert_value(pair.value.as_ref())?));
+                entries.push((text(&pair.key)?, convert_value(pair.value.as_ref())?));
             }
             Value::Map(entries)
         }
     })
 }
 
-fn utf8(bytes: &[u8]) -> Option<String> {
-    std::str::from_utf8(bytes).ok().map(str::to_owned)
+/// The bytes as text sharing their buffer, if they are valid UTF-8.
+fn text(bytes: &Bytes) -> Option<Str> {
+    Str::try_from(bytes.clone()).ok()
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -522,7 +552,7 @@ fn lossy_pairs(pairs: &[otlp::KeyValue]) -> Vec<(String, String)> {
 
 fn convert_lossy_value(value: Option<&otlp::AnyValue>) -> String {
     match convert_value(value) {
-        Some(value) => value.to_text(),
+        Some(value) => value.to_text().to_string(),
         None => match value.and_then(|value| value.value.as_ref()) {
             Some(otlp::any_value::Value::StringValue(bytes)) => lossy(bytes),
             _ => "[invalid UTF-8]".to_owned(),
@@ -539,7 +569,7 @@ fn rejected_from_raw(
     reason: Reason,
     detail: String,
     context: &RequestContext,
-    raw: Arc<Vec<u8>>,
+    raw: Bytes,
 ) -> RejectedSpan {
     let resource_attributes = lossy_pairs(&resource.attributes);
     let service_name = resource_attributes
@@ -570,7 +600,7 @@ fn rejected_from_raw(
         detail,
         sender: context.sender.to_string(),
         received_at_unix_nano: context.received_at_unix_nano,
-        raw_span: raw.as_ref().clone(),
+        raw_span: raw.to_vec(),
         location: None,
     }
 }
@@ -588,7 +618,7 @@ pub fn rejected_from_bytes(
     let scope_spans = resource_spans.scope_spans.first()?;
     let scope = scope_spans.scope.clone().unwrap_or_default();
     let span = scope_spans.spans.first()?;
-    let raw = Arc::new(raw.to_vec());
+    let raw = Bytes::copy_from_slice(raw);
     Some(rejected_from_raw(
         span, &resource, &scope, reason, detail, context, raw,
     ))
@@ -596,12 +626,25 @@ pub fn rejected_from_bytes(
 
 /// Decodes a `RawSpan` column value back into a typed span, for re-admitting
 /// a quarantined span whose workflow root arrived later.
-pub fn span_from_raw(raw: &[u8], context: &RequestContext) -> Option<Span> {
-    let resource_spans = otlp::ResourceSpans::decode(raw).ok()?;
-    let request = otlp::ExportTraceServiceRequest {
-        resource_spans: vec![resource_spans],
+pub fn span_from_raw(raw: Bytes, context: &RequestContext) -> Option<Span> {
+    span_from_spool(raw, context, None)
+}
+
+/// [`span_from_raw`] for a span read back from the spool; `content_hash`,
+/// when given, is the hash computed when the span arrived.
+pub fn span_from_spool(
+    raw: Bytes,
+    context: &RequestContext,
+    content_hash: Option<[u8; 32]>,
+) -> Option<Span> {
+    let resource_spans = otlp::ResourceSpans::decode(raw.clone()).ok()?;
+    let mut converted = Converted::default();
+    let single = Single {
+        raw: &raw,
+        content_hash,
     };
-    convert_request(request, context).spans.into_iter().next()
+    convert_resource_spans(resource_spans, context, Some(single), &mut converted);
+    converted.spans.into_iter().next()
 }
 
 #[cfg(test)]
@@ -634,7 +677,7 @@ mod tests {
         otlp::Span {
             trace_id: vec![7; 16],
             span_id: span_bytes(n),
-            name: b"chat gpt-4o".to_vec(),
+            name: b"chat gpt-4o".to_vec().into(),
             kind: 3,
             start_time_unix_nano: START,
             end_time_unix_nano: START + 1_000,
@@ -652,8 +695,8 @@ mod tests {
 
     fn scope(name: &[u8]) -> otlp::InstrumentationScope {
         otlp::InstrumentationScope {
-            name: name.to_vec(),
-            version: b"1.0".to_vec(),
+            name: name.to_vec().into(),
+            version: b"1.0".to_vec().into(),
             ..Default::default()
         }
     }
@@ -686,13 +729,13 @@ mod tests {
 
     fn raw_string(bytes: &[u8]) -> AnyValue {
         AnyValue {
-            value: Some(any_value::Value::StringValue(bytes.to_vec())),
+            value: Some(any_value::Value::StringValue(bytes.to_vec().into())),
         }
     }
 
     fn pair(key: &[u8], value: Option<AnyValue>) -> KeyValue {
         KeyValue {
-            key: key.to_vec(),
+            key: key.to_vec().into(),
             value,
         }
     }
@@ -700,7 +743,7 @@ mod tests {
     fn event(name: &[u8], attributes: Vec<KeyValue>) -> otlp::Event {
         otlp::Event {
             time_unix_nano: START + 10,
-            name: name.to_vec(),
+            name: name.to_vec().into(),
             attributes,
             dropped_attributes_count: 0,
         }
@@ -710,7 +753,7 @@ mod tests {
         otlp::Link {
             trace_id: vec![9; 16],
             span_id: span_bytes(9),
-            trace_state: trace_state.to_vec(),
+            trace_state: trace_state.to_vec().into(),
             attributes,
             ..Default::default()
         }
@@ -792,12 +835,12 @@ mod tests {
             ),
             (
                 "span name",
-                |span| span.name = INVALID.to_vec(),
+                |span| span.name = INVALID.to_vec().into(),
                 Some(Reason::InvalidUtf8),
             ),
             (
                 "trace state",
-                |span| span.trace_state = INVALID.to_vec(),
+                |span| span.trace_state = INVALID.to_vec().into(),
                 Some(Reason::InvalidUtf8),
             ),
             (
@@ -872,7 +915,7 @@ mod tests {
                 "status message",
                 |span| {
                     span.status = Some(otlp::Status {
-                        message: INVALID.to_vec(),
+                        message: INVALID.to_vec().into(),
                         code: 2,
                     })
                 },
@@ -1035,14 +1078,14 @@ mod tests {
     fn convert_keeps_span_fields() {
         let mut full = valid_span(2);
         full.parent_span_id = span_bytes(1);
-        full.trace_state = b"vendor=1".to_vec();
+        full.trace_state = b"vendor=1".to_vec().into();
         full.attributes
             .push(pair(b"retries", any(any_value::Value::IntValue(3))));
         full.events
             .push(event(b"retry", vec![KeyValue::string("why", "timeout")]));
         full.links.push(link_with(Vec::new(), b""));
         full.status = Some(otlp::Status {
-            message: b"upstream failed".to_vec(),
+            message: b"upstream failed".to_vec().into(),
             code: 2,
         });
         let request = request(vec![resource_spans(
@@ -1115,7 +1158,7 @@ mod tests {
         let converted = convert_request(request, &context());
 
         for span in &converted.spans {
-            let decoded = span_from_raw(&span.raw, &context());
+            let decoded = span_from_raw(span.raw.clone(), &context());
 
             assert_eq!(decoded.as_ref(), Some(span), "span {}", span.span_id);
         }
@@ -1152,12 +1195,7 @@ mod tests {
 
         let (span, converted) = convert_one(many, &limited_context(4, 1024));
 
-        let keys: Vec<&str> = span
-            .attributes
-            .0
-            .iter()
-            .map(|(key, _)| key.as_str())
-            .collect();
+        let keys: Vec<&str> = span.attributes.0.iter().map(|(key, _)| &**key).collect();
         assert_eq!(
             keys,
             vec!["key.0", "key.1", "key.2", "key.3", DROPPED_ATTRIBUTES_COUNT],
@@ -1200,7 +1238,7 @@ mod tests {
         assert!(prompt.ends_with(TRUNCATION_MARKER), "marked: {prompt}");
         assert_eq!(
             span.attributes.get("short"),
-            Some(&Value::Str("fits".to_owned())),
+            Some(&Value::Str("fits".into())),
             "short value"
         );
         let cases = [
@@ -1264,7 +1302,7 @@ mod tests {
 
         let (converted, _) = convert_one(span, &limited_context(16, 64));
 
-        let raw = otlp::ResourceSpans::decode(converted.raw.as_slice()).unwrap();
+        let raw = otlp::ResourceSpans::decode(converted.raw.clone()).unwrap();
         assert_eq!(
             raw.scope_spans[0].spans[0], original,
             "the span as received"
@@ -1291,7 +1329,7 @@ mod tests {
                     trace_id,
                     span_id,
                     parent_span_id,
-                    name,
+                    name: name.into(),
                     start_time_unix_nano: start,
                     end_time_unix_nano: end,
                     attributes,
@@ -1306,7 +1344,7 @@ mod tests {
             if let Ok(request) = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()) {
                 let _ = convert_request(request, &limited_context(3, 64));
             }
-            let _ = span_from_raw(&bytes, &context());
+            let _ = span_from_raw(Bytes::from(bytes), &context());
         }
 
         #[test]
@@ -1322,12 +1360,15 @@ mod tests {
             proptest::prop_assert_eq!(converted.spans.len() + converted.rejected.len(), count);
             for span in &converted.spans {
                 proptest::prop_assert!(span.start_unix_nano > 0 && span.end_unix_nano >= span.start_unix_nano);
-                let again = span_from_raw(&span.raw, &limited_context(max_attributes, 64));
+                let again = span_from_raw(span.raw.clone(), &limited_context(max_attributes, 64));
                 proptest::prop_assert_eq!(again.as_ref(), Some(span), "the spooled span reads back the same");
             }
             for rejected in &converted.rejected {
                 proptest::prop_assert!(rejected.reason.is_some());
-                proptest::prop_assert_eq!(span_from_raw(&rejected.raw_span, &context()), None);
+                proptest::prop_assert_eq!(
+                    span_from_raw(Bytes::from(rejected.raw_span.clone()), &context()),
+                    None
+                );
             }
         }
     }
@@ -1335,7 +1376,7 @@ mod tests {
     #[test]
     fn span_from_raw_rejects_bad_input() {
         let mut invalid = valid_span(1);
-        invalid.name = INVALID.to_vec();
+        invalid.name = INVALID.to_vec().into();
         let request = request(vec![resource_spans(
             service("agent"),
             scope(b"sdk"),
@@ -1343,8 +1384,8 @@ mod tests {
         )]);
         let rejected = convert_request(request, &context()).rejected.remove(0);
 
-        let from_garbage = span_from_raw(&[0xff, 0xff, 0xff], &context());
-        let from_rejected = span_from_raw(&rejected.raw_span, &context());
+        let from_garbage = span_from_raw(Bytes::from_static(&[0xff, 0xff, 0xff]), &context());
+        let from_rejected = span_from_raw(Bytes::from(rejected.raw_span.clone()), &context());
 
         assert_eq!(from_garbage, None, "bytes that are not protobuf");
         assert_eq!(from_rejected, None, "a span that fails the checks again");
@@ -1362,13 +1403,13 @@ mod raw_copy_tests {
             dropped_attributes_count: 0,
         };
         let scope = otlp::InstrumentationScope {
-            name: b"scope".to_vec(),
+            name: b"scope".to_vec().into(),
             ..Default::default()
         };
         let span = otlp::Span {
             trace_id: vec![1; 16],
             span_id: vec![2; 8],
-            name: b"chat".to_vec(),
+            name: b"chat".to_vec().into(),
             start_time_unix_nano: 5,
             end_time_unix_nano: 6,
             attributes: vec![otlp::KeyValue::string("k", &"v".repeat(300))],
@@ -1385,6 +1426,6 @@ mod raw_copy_tests {
         }
         .encode_to_vec();
         let raw = raw_copy(&resource.encode_to_vec(), &scope.encode_to_vec(), &span);
-        assert_eq!(raw.as_slice(), expected.as_slice());
+        assert_eq!(&raw[..], expected.as_slice());
     }
 }

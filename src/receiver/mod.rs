@@ -237,7 +237,7 @@ impl Receiver {
         let Some(spool) = &self.spool else {
             return Ok(());
         };
-        let spans: Vec<&[u8]> = batch.spans.iter().map(|span| span.raw.as_slice()).collect();
+        let spans: Vec<&[u8]> = batch.spans.iter().map(|span| &span.raw[..]).collect();
         let rejected: Vec<RejectedEntry> = batch
             .rejected
             .iter()

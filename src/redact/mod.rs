@@ -154,7 +154,7 @@ impl Redactor {
     fn redact_span(&self, span: &mut crate::otlp::Span, found: &mut Redactions) {
         self.redact_pairs(&mut span.attributes, found);
         for event in &mut span.events {
-            self.redact_bytes(&mut event.name, found);
+            self.redact_shared(&mut event.name, found);
             self.redact_pairs(&mut event.attributes, found);
         }
         for link in &mut span.links {
@@ -164,7 +164,7 @@ impl Redactor {
 
     fn redact_pairs(&self, pairs: &mut [KeyValue], found: &mut Redactions) {
         for pair in pairs {
-            if self.skip_keys.contains(&pair.key) {
+            if self.skip_keys.contains(&pair.key[..]) {
                 continue;
             }
             if let Some(value) = &mut pair.value {
@@ -175,7 +175,7 @@ impl Redactor {
 
     fn redact_any(&self, value: &mut AnyValue, found: &mut Redactions) {
         match &mut value.value {
-            Some(any_value::Value::StringValue(bytes)) => self.redact_bytes(bytes, found),
+            Some(any_value::Value::StringValue(bytes)) => self.redact_shared(bytes, found),
             Some(any_value::Value::ArrayValue(array)) => {
                 for item in &mut array.values {
                     self.redact_any(item, found);
@@ -184,6 +184,17 @@ impl Redactor {
             Some(any_value::Value::KvlistValue(list)) => self.redact_pairs(&mut list.values, found),
             _ => {}
         }
+    }
+
+    /// Replaces the secrets in one value that shares a received buffer;
+    /// the buffer itself is left as it is.
+    fn redact_shared(&self, bytes: &mut bytes::Bytes, found: &mut Redactions) {
+        if !self.set.is_match(bytes) {
+            return;
+        }
+        let mut owned = bytes.to_vec();
+        self.redact_bytes(&mut owned, found);
+        *bytes = bytes::Bytes::from(owned);
     }
 
     /// Replaces the secrets in one value.
@@ -292,8 +303,10 @@ fn collect_value(value: &Value, kinds: &mut Vec<String>) {
 }
 
 fn collect_text(text: &str, kinds: &mut Vec<String>) {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER_PREFIX));
     let mut rest = text;
-    while let Some(start) = rest.find(MARKER_PREFIX) {
+    while let Some(start) = FINDER.find(rest.as_bytes()) {
         let after = &rest[start + MARKER_PREFIX.len()..];
         let kind_len = after
             .bytes()

@@ -101,22 +101,22 @@ impl Encoder {
         }
     }
 
-    pub fn strs(&mut self, values: &[String]) {
+    pub fn strs<S: AsRef<str>>(&mut self, values: &[S]) {
         self.length(values.len());
         for value in values {
-            self.str(value);
+            self.str(value.as_ref());
         }
     }
 
-    pub fn pairs(&mut self, pairs: &[(String, String)]) {
+    pub fn pairs<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: &[(K, V)]) {
         self.length(pairs.len());
         for (key, value) in pairs {
-            self.str(key);
-            self.str(value);
+            self.str(key.as_ref());
+            self.str(value.as_ref());
         }
     }
 
-    pub fn pair_lists(&mut self, lists: &[Vec<(String, String)>]) {
+    pub fn pair_lists<K: AsRef<str>, V: AsRef<str>>(&mut self, lists: &[Vec<(K, V)>]) {
         self.length(lists.len());
         for pairs in lists {
             self.pairs(pairs);
@@ -127,7 +127,15 @@ impl Encoder {
 /// Encodes an `agent_spans` row: every column except `PrevHash` and
 /// `RowHash`, in table order.
 pub fn encode_span_row(row: &SpanRow) -> Vec<u8> {
-    let mut encoder = Encoder::new(SPAN_ROW_TAG);
+    encode_span_row_into(row, Vec::with_capacity(1024))
+}
+
+/// [`encode_span_row`] into `buffer`, which is cleared first; reusing one
+/// buffer for many rows saves an allocation per row.
+pub fn encode_span_row_into(row: &SpanRow, mut buffer: Vec<u8>) -> Vec<u8> {
+    buffer.clear();
+    let mut encoder = Encoder { bytes: buffer };
+    encoder.str(SPAN_ROW_TAG);
     encode_span_otel_columns(&mut encoder, row);
     encode_span_audit_columns(&mut encoder, row);
     encoder.finish()

@@ -72,8 +72,10 @@ pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
 /// rows).
 pub fn chain_rows(rows: &mut [rows::SpanRow], prev_hash: &str) -> String {
     let mut prev = prev_hash.to_owned();
+    let mut buffer = Vec::with_capacity(4096);
     for row in rows {
-        let hash = encoding::row_hash(&prev, &encoding::encode_span_row(row));
+        buffer = encoding::encode_span_row_into(row, buffer);
+        let hash = encoding::row_hash(&prev, &buffer);
         row.prev_hash = std::mem::replace(&mut prev, hash.clone());
         row.row_hash = hash;
     }

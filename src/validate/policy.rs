@@ -209,12 +209,12 @@ mod tests {
 
     fn with(span: Span, key: &str, value: Value) -> Span {
         let mut span = without(span, key);
-        span.attributes.0.push((key.to_owned(), value));
+        span.attributes.0.push((key.into(), value));
         span
     }
 
     fn text(value: &str) -> Value {
-        Value::Str(value.to_owned())
+        Value::Str(value.into())
     }
 
     fn missing_on_root(attribute: &str) -> String {

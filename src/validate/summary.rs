@@ -152,7 +152,7 @@ mod tests {
     const MAY_FIRST_NOON: i64 = 1_714_564_800_000_000_000;
 
     fn text(value: &str) -> Value {
-        Value::Str(value.to_owned())
+        Value::Str(value.into())
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl SpanSpec {
             trace_id: trace_id(self.trace),
             span_id: span_id(self.span),
             parent_span_id: self.parent.map(span_id).unwrap_or_default(),
-            name: self.name.as_bytes().to_vec(),
+            name: self.name.as_bytes().to_vec().into(),
             kind: 1,
             start_time_unix_nano: base_nanos() + self.start_ms * 1_000_000,
             end_time_unix_nano: base_nanos() + self.end_ms * 1_000_000,
@@ -270,7 +270,7 @@ pub fn request(spans: Vec<otlp::Span>) -> ExportTraceServiceRequest {
             }),
             scope_spans: vec![otlp::ScopeSpans {
                 scope: Some(otlp::InstrumentationScope {
-                    name: b"test".to_vec(),
+                    name: b"test".to_vec().into(),
                     ..Default::default()
                 }),
                 spans,

@@ -246,11 +246,11 @@ fn unattended_workflow() -> Vec<SpanRow> {
     };
     let mut rows = vec![root, chat, delete, close];
     for row in &mut rows {
-        row.agent_name = "ops-bot".to_owned();
-        row.agent_version = "2.0.0".to_owned();
-        row.origin_type = "schedule".to_owned();
-        row.origin_source = "cron".to_owned();
-        row.task_spec = "Close stale tickets".to_owned();
+        row.agent_name = "ops-bot".into();
+        row.agent_version = "2.0.0".into();
+        row.origin_type = "schedule".into();
+        row.origin_source = "cron".into();
+        row.task_spec = ("Close stale tickets".to_owned()).into();
         set_credential(row, "cred-ops", &["tickets:read"], at(-HOUR), at(HOUR));
     }
     rows
@@ -294,12 +294,12 @@ fn authorized_workflow() -> Vec<SpanRow> {
     };
     let mut rows = vec![root, lookup, refund];
     for row in &mut rows {
-        row.agent_name = "support-bot".to_owned();
-        row.agent_version = "1.4.2".to_owned();
-        row.origin_type = "user_request".to_owned();
-        row.origin_source = "support-portal".to_owned();
-        row.authorized_by = "user-100".to_owned();
-        row.task_spec = "Refund order 1042".to_owned();
+        row.agent_name = "support-bot".into();
+        row.agent_version = "1.4.2".into();
+        row.origin_type = "user_request".into();
+        row.origin_source = "support-portal".into();
+        row.authorized_by = "user-100".into();
+        row.task_spec = ("Refund order 1042".to_owned()).into();
         set_credential(
             row,
             "cred-support",
@@ -330,11 +330,11 @@ fn series_workflow(trace: u64, version: &str, offset: i64) -> Vec<SpanRow> {
     };
     let mut rows = vec![root, chat];
     for row in &mut rows {
-        row.agent_name = "support-bot".to_owned();
-        row.agent_version = "1.4.2".to_owned();
-        row.origin_type = "user_request".to_owned();
-        row.origin_source = "support-portal".to_owned();
-        row.authorized_by = "user-200".to_owned();
+        row.agent_name = "support-bot".into();
+        row.agent_version = "1.4.2".into();
+        row.origin_type = "user_request".into();
+        row.origin_source = "support-portal".into();
+        row.authorized_by = "user-200".into();
         set_credential(
             row,
             "cred-support",
@@ -348,7 +348,7 @@ fn series_workflow(trace: u64, version: &str, offset: i64) -> Vec<SpanRow> {
 
 fn set_credential(row: &mut SpanRow, id: &str, scopes: &[&str], issued_at: i64, expires_at: i64) {
     row.credential_id = id.to_owned();
-    row.workflow_credential_id = id.to_owned();
+    row.workflow_credential_id = id.into();
     row.credential_issuer = "vault".to_owned();
     row.credential_scopes = scopes.iter().map(|scope| scope.to_string()).collect();
     row.credential_issued_at = Some(issued_at);
@@ -367,22 +367,22 @@ fn step(
 ) -> SpanRow {
     SpanRow {
         timestamp: at,
-        trace_id: direct_trace(trace),
+        trace_id: direct_trace(trace).into(),
         span_id: direct_span(trace, span),
         parent_span_id: parent
             .map(|parent| direct_span(trace, parent))
             .unwrap_or_default(),
-        trace_state: String::new(),
-        span_name: name.to_owned(),
-        span_kind: "Internal".to_owned(),
-        service_name: "seeded-agent".to_owned(),
-        resource_attributes: vec![("service.name".to_owned(), "seeded-agent".to_owned())],
-        scope_name: "seed".to_owned(),
-        scope_version: String::new(),
+        trace_state: Default::default(),
+        span_name: name.into(),
+        span_kind: "Internal".into(),
+        service_name: "seeded-agent".into(),
+        resource_attributes: vec![("service.name".into(), "seeded-agent".into())],
+        scope_name: "seed".into(),
+        scope_version: Default::default(),
         span_attributes: Vec::new(),
         duration: 1_000_000,
-        status_code: "Unset".to_owned(),
-        status_message: String::new(),
+        status_code: "Unset".into(),
+        status_message: Default::default(),
         events_timestamp: Vec::new(),
         events_name: Vec::new(),
         events_attributes: Vec::new(),
@@ -390,32 +390,32 @@ fn step(
         links_span_id: Vec::new(),
         links_trace_state: Vec::new(),
         links_attributes: Vec::new(),
-        workflow_root_span_id: direct_span(trace, 1),
+        workflow_root_span_id: direct_span(trace, 1).into(),
         step_index: index,
-        step_kind: kind.to_owned(),
-        agent_name: String::new(),
-        agent_id: String::new(),
-        agent_version: String::new(),
+        step_kind: kind.into(),
+        agent_name: Default::default(),
+        agent_id: Default::default(),
+        agent_version: Default::default(),
         model_name: String::new(),
         model_version: String::new(),
         provider: String::new(),
-        origin_type: String::new(),
-        origin_source: String::new(),
-        task_spec: String::new(),
-        authorized_by: String::new(),
+        origin_type: Default::default(),
+        origin_source: Default::default(),
+        task_spec: Default::default(),
+        authorized_by: Default::default(),
         credential_id: String::new(),
         credential_issuer: String::new(),
         credential_scopes: Vec::new(),
         credential_issued_at: None,
         credential_expires_at: None,
-        workflow_credential_id: String::new(),
+        workflow_credential_id: Default::default(),
         tool_name: String::new(),
         tool_call_id: String::new(),
         violations: Vec::new(),
         redacted_count: 0,
         redacted_kinds: Vec::new(),
         write_action: 0,
-        sender: "seed".to_owned(),
+        sender: "seed".into(),
         received_at: agent_ledger::now_unix_nano(),
         late: 0,
         segment: 0,

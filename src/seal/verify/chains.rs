@@ -127,7 +127,10 @@ async fn next_key(
 ) -> Result<Option<Key>, VerifyError> {
     let mut keys: Vec<Key> = Vec::new();
     if let Some(row) = spans.peek().await? {
-        keys.push((row.trace_id.clone(), row.workflow_root_span_id.clone()));
+        keys.push((
+            row.trace_id.to_string(),
+            row.workflow_root_span_id.to_string(),
+        ));
     }
     if let Some(row) = verdicts.peek().await? {
         keys.push((row.workflow_id.clone(), row.root_span_id.clone()));
