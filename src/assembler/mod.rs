@@ -21,7 +21,7 @@ pub mod restore;
 mod state;
 pub mod task;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, StepCheck, Verdict};
 use crate::workflow::{Step, Workflow, sort_steps};
 
-use state::{MetaState, SpanMeta, TraceState};
+use state::{FastMap, FastSet, MetaState, SpanMeta, TraceState};
 
 /// Assembler limits and timings.
 #[derive(Clone, Debug)]
@@ -111,7 +111,7 @@ pub struct Assembler {
     limits: Limits,
     policy: Policy,
     resolver: Resolver,
-    traces: HashMap<TraceId, TraceState>,
+    traces: FastMap<TraceId, TraceState>,
     buffered_spans: usize,
     buffered_bytes: usize,
     retained_spans: usize,
@@ -119,7 +119,7 @@ pub struct Assembler {
     idle: VecDeque<(TraceId, Instant)>,
     /// Traces with spans waiting; completion checks only these, not every
     /// retained trace.
-    active: HashSet<TraceId>,
+    active: FastSet<TraceId>,
     /// Where waiting spans' bodies are read back from; without a spool they
     /// are held in memory.
     spool: Option<Arc<Spool>>,
@@ -132,12 +132,12 @@ impl Assembler {
             limits,
             policy,
             resolver,
-            traces: HashMap::new(),
+            traces: FastMap::default(),
             buffered_spans: 0,
             buffered_bytes: 0,
             retained_spans: 0,
             idle: VecDeque::new(),
-            active: HashSet::new(),
+            active: FastSet::default(),
             spool: None,
         }
     }
@@ -485,7 +485,7 @@ fn seal(
 fn build_steps(
     spans: Vec<(Span, crate::preset::StepFacts)>,
     context: &HashSet<SpanId>,
-    meta: &HashMap<SpanId, SpanMeta>,
+    meta: &FastMap<SpanId, SpanMeta>,
 ) -> Vec<Step> {
     let mut steps: Vec<Step> = spans
         .into_iter()
@@ -511,7 +511,7 @@ fn build_steps(
 }
 
 /// The nearest ancestor that is an agent span, stopping at the workflow root.
-fn nearest_agent(span: &Span, meta: &HashMap<SpanId, SpanMeta>) -> Option<SpanId> {
+fn nearest_agent(span: &Span, meta: &FastMap<SpanId, SpanMeta>) -> Option<SpanId> {
     let mut current = span.parent_span_id;
     let mut hops = 0;
     while let Some(span_id) = current {
