@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::quarantine::RejectedSpan;
 use crate::span::{Span, TraceId};
 use crate::spool::Spool;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// How often completion runs. Completion times are this much late at most,
 /// which is small next to the settle time.
@@ -24,7 +24,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Traces completed before their workflows are handed to the sink. Completed
 /// workflows carry their span bodies and rows, so completing every due trace
 /// of a burst at once would hold them all in memory; in steps, the sink's
-/// queue paces the work.
+/// queue paces the work. A step runs only when the sink's queue has room for
+/// all its workflows: while ClickHouse is slower than the arrivals, due
+/// traces wait in the spool for a later tick, and new requests are still
+/// taken at once instead of waiting behind the sink.
 const COMPLETIONS_PER_STEP: usize = 256;
 
 /// Capacity of the assembler's input queue, in requests. Queued requests
@@ -88,6 +91,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(TICK);
     let mut compaction = tokio::time::interval(COMPACTION_CHECK);
     let mut out = replayed;
+    // Due traces not yet completed, taken in steps when the sink has room.
+    let mut due: VecDeque<TraceId> = VecDeque::new();
     loop {
         tokio::select! {
             batch = receiver.recv() => match batch {
@@ -97,14 +102,19 @@ pub async fn run(
             Some((trace_id, spans)) = recalled.recv() => {
                 assembler.recalled(trace_id, spans, Instant::now().into_std());
             }
+            room = sink.room_for(COMPLETIONS_PER_STEP), if !due.is_empty() => {
+                if room.is_err() {
+                    tracing::error!("the ClickHouse sink stopped; the assembler stops");
+                    return;
+                }
+                let step = due.len().min(COMPLETIONS_PER_STEP);
+                let chunk: Vec<TraceId> = due.drain(..step).collect();
+                assembler.complete(&chunk, Instant::now().into_std(), &mut out);
+            }
             _ = ticker.tick() => {
                 let now = Instant::now().into_std();
-                let due = assembler.due(now);
-                for chunk in due.chunks(COMPLETIONS_PER_STEP) {
-                    assembler.complete(chunk, now, &mut out);
-                    if forward(&sink, &mut out, &metrics).await.is_err() {
-                        break;
-                    }
+                if due.is_empty() {
+                    due.extend(assembler.due(now));
                 }
                 assembler.expire(now);
                 for request in assembler.take_recalls(now) {
@@ -143,6 +153,9 @@ fn accept(assembler: &mut Assembler, batch: Batch, metrics: &Metrics, out: &mut 
     );
     let intake = assembler.insert(batch.spans, Instant::now().into_std(), out);
     metrics.spans_duplicate.inc_by(intake.duplicates as u64);
+    metrics
+        .buffered_spans
+        .set(assembler.buffered_spans() as i64);
 }
 
 /// Receive time and sender, which a spool record holds once for its spans.

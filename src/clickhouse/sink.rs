@@ -59,6 +59,17 @@ impl SinkHandle {
     pub async fn send(&self, input: SinkInput) -> Result<(), SinkStopped> {
         self.sender.send(input).await.map_err(|_| SinkStopped)
     }
+
+    /// Waits until the sink's queue has room for `count` messages; fails
+    /// only when the sink has stopped.
+    pub async fn room_for(&self, count: usize) -> Result<(), SinkStopped> {
+        let count = count.min(self.sender.max_capacity());
+        self.sender
+            .reserve_many(count)
+            .await
+            .map(drop)
+            .map_err(|_| SinkStopped)
+    }
 }
 
 /// The sink task has stopped.
