@@ -66,6 +66,7 @@ pub struct Metrics {
     pub insert_failures: Family<TableLabel, Counter>,
     pub rows_written: Family<TableLabel, Counter>,
     pub buffered_spans: Gauge,
+    pub completion_backlog: Gauge,
     pub pending_workflows: Gauge,
     pub sink_queue_rows: Gauge,
     pub insert_retries_by_code: Family<CodeLabel, Counter>,
@@ -145,6 +146,11 @@ impl Metrics {
             "buffered_spans",
             "Spans waiting in the assembler",
             self.buffered_spans.clone(),
+        );
+        registry.register(
+            "completion_backlog",
+            "Traces due for completion that wait for room in the sink's queue",
+            self.completion_backlog.clone(),
         );
         registry.register(
             "pending_workflows",

@@ -175,7 +175,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let receiver = Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
         .with_spool(spool.clone())
         .with_redactor(Arc::new(redactor))
-        .with_attribute_limits(config.limits.attribute_limits());
+        .with_attribute_limits(config.limits.attribute_limits())
+        .with_backlog_limit(backlog_limit(config.assembler.max_buffered_spans));
     let receiver = Arc::new(receiver);
     let grpc_listener = tokio::net::TcpListener::bind(config.otlp.grpc_addr)
         .await
@@ -288,6 +289,14 @@ fn open_spool(
         tracing::warn!(dir = %config.spool.dir.display(), torn_bytes = repairs.torn_bytes, corrupt_records = repairs.corrupt_records, "the spool was repaired at start");
     }
     Ok((spool, records))
+}
+
+/// Waiting spans at which the receiver starts refusing requests: 90% of
+/// the assembler's bound, which leaves room for the requests already taken
+/// so that overload is answered with retries rather than with workflows
+/// written early as evicted.
+fn backlog_limit(max_buffered_spans: usize) -> usize {
+    max_buffered_spans / 10 * 9
 }
 
 fn limits(config: &Config) -> Limits {

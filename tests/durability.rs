@@ -351,3 +351,60 @@ async fn wait_for_metric(admin_url: &str, line: &str) -> bool {
     }
     false
 }
+
+/// While ClickHouse is down, complete workflows pile up behind the sink;
+/// once the spans waiting in the assembler reach 90% of
+/// `max_buffered_spans`, the receiver answers `UNAVAILABLE` with
+/// `RetryInfo` instead of evicting waiting workflows, and every
+/// acknowledged workflow is stored once ClickHouse is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_backlog_answers_retryable_without_evicting() {
+    let data = spool_dir("backlog-clickhouse");
+    let mut endpoint = Endpoint::start(&data).await;
+    let mut config = test_config("backlog");
+    config.clickhouse.url = endpoint.url();
+    config.clickhouse.retry_max = Duration::from_secs(1);
+    config.assembler.max_buffered_spans = 2_000;
+    config.assembler.settle = Duration::from_millis(100);
+    let mut harness = Harness::start(config).await;
+    endpoint.stop();
+
+    let per_request = 25;
+    let mut acknowledged = 0;
+    let mut refusal = None;
+    for index in 0..200 {
+        match harness
+            .export(workflows_request(index * per_request, per_request))
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+        // The receiver reads gauges the assembler sets once it has taken
+        // the batch; a pause keeps the test from racing past them.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = refusal.expect("a request past the backlog limit is refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("backlog"), "{status:?}");
+    assert!(
+        status.get_error_details().retry_info().is_some(),
+        "the answer carries RetryInfo"
+    );
+    let (_, metrics) = http_get(&format!("{}/metrics", harness.admin_url())).await;
+    assert!(
+        metrics.contains(r#"agent_ledger_requests_total{code="backlog_full"}"#),
+        "{metrics}"
+    );
+
+    endpoint.restart().await;
+    assert_stored_once(&harness.client, acknowledged * per_request).await;
+    let evicted = harness
+        .count("SELECT count() FROM agent_rejected_spans WHERE Reason = 'evicted'")
+        .await;
+    assert_eq!(evicted, 0, "no workflow is written early as evicted");
+    harness.stop().await;
+}

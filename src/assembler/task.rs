@@ -110,12 +110,14 @@ pub async fn run(
                 let step = due.len().min(COMPLETIONS_PER_STEP);
                 let chunk: Vec<TraceId> = due.drain(..step).collect();
                 assembler.complete(&chunk, Instant::now().into_std(), &mut out);
+                metrics.completion_backlog.set(due.len() as i64);
             }
             _ = ticker.tick() => {
                 let now = Instant::now().into_std();
                 if due.is_empty() {
                     due.extend(assembler.due(now));
                 }
+                metrics.completion_backlog.set(due.len() as i64);
                 assembler.expire(now);
                 for request in assembler.take_recalls(now) {
                     start_recall(request, recall.clone(), recalled_sender.clone());

@@ -56,13 +56,14 @@ pub struct HttpFailure {
 /// variant does not compile until it is mapped here.
 pub fn http_status(error: &ExportError) -> HttpFailure {
     match error {
-        ExportError::Unavailable | ExportError::SpoolFull | ExportError::SpoolFailed => {
-            HttpFailure {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: CODE_UNAVAILABLE,
-                retry_after: Some(error.retry_after()),
-            }
-        }
+        ExportError::Unavailable
+        | ExportError::SpoolFull
+        | ExportError::SpoolFailed
+        | ExportError::Backlogged => HttpFailure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: CODE_UNAVAILABLE,
+            retry_after: Some(error.retry_after()),
+        },
     }
 }
 

@@ -64,6 +64,13 @@ pub enum ExportError {
     /// Writing to the spool failed, for example because the disk is full.
     #[error("the receiver could not store the request durably; retry later")]
     SpoolFailed,
+    /// The spans waiting for their workflows are near the assembler's
+    /// bound (`assembler.max_buffered_spans`) while traces due for
+    /// completion wait for the sink, that is while ClickHouse catches up;
+    /// taking more would make the assembler write waiting workflows early as
+    /// evicted.
+    #[error("the receiver's backlog is full while ClickHouse catches up; retry later")]
+    Backlogged,
 }
 
 impl ExportError {
@@ -71,7 +78,9 @@ impl ExportError {
     pub fn retry_after(&self) -> Duration {
         match self {
             ExportError::SpoolFull => SPOOL_FULL_RETRY_DELAY,
-            ExportError::Unavailable | ExportError::SpoolFailed => RETRY_DELAY,
+            ExportError::Unavailable | ExportError::SpoolFailed | ExportError::Backlogged => {
+                RETRY_DELAY
+            }
         }
     }
 
@@ -81,6 +90,7 @@ impl ExportError {
             ExportError::Unavailable => "unavailable",
             ExportError::SpoolFull => "spool_full",
             ExportError::SpoolFailed => "spool_failed",
+            ExportError::Backlogged => "backlog_full",
         }
     }
 
@@ -105,6 +115,7 @@ pub struct Receiver {
     stopping: AtomicBool,
     spool: Option<Arc<Spool>>,
     attribute_limits: AttributeLimits,
+    backlog_limit: Option<usize>,
 }
 
 impl Receiver {
@@ -120,12 +131,24 @@ impl Receiver {
             stopping: AtomicBool::new(false),
             spool: None,
             attribute_limits: AttributeLimits::default(),
+            backlog_limit: None,
         }
     }
 
     /// Applies `limits` to the attributes of every span.
     pub fn with_attribute_limits(mut self, limits: AttributeLimits) -> Self {
         self.attribute_limits = limits;
+        self
+    }
+
+    /// Refuses requests with [`ExportError::Backlogged`] while the
+    /// assembler holds at least `spans` waiting spans (the
+    /// `buffered_spans` gauge) and traces due for completion wait for the
+    /// sink (the `completion_backlog` gauge). Spans that wait for a root
+    /// alone do not refuse requests: the oldest of them are evicted, as
+    /// before, so that they cannot block the roots of other workflows.
+    pub fn with_backlog_limit(mut self, spans: usize) -> Self {
+        self.backlog_limit = Some(spans);
         self
     }
 
@@ -180,6 +203,12 @@ impl Receiver {
     ) -> Result<ExportTraceServiceResponse, ExportError> {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
+        }
+        if let Some(limit) = self.backlog_limit
+            && self.metrics.buffered_spans.get() >= limit as i64
+            && self.metrics.completion_backlog.get() > 0
+        {
+            return Err(ExportError::Backlogged);
         }
         let context = RequestContext {
             received_at_unix_nano: crate::now_unix_nano(),
