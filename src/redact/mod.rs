@@ -14,11 +14,19 @@
 //! quarantined and read back from `RawSpan` keeps its count. A sender that
 //! writes such a marker itself is counted as if it had been redacted.
 //!
-//! Every value goes through a [`RegexSet`] first; only the patterns that
-//! match run again to find and replace the matches, so values without
-//! secrets (nearly all of them) cost one pass of the set.
+//! Most values contain no secret, so each value first goes through a
+//! literal search for the triggers of the built-in patterns: fixed strings
+//! such as `eyJ`, `AKIA` or `://`, and keywords such as `bearer` or
+//! `password` in any case (`prefilter.rs`). Only a value that contains a
+//! trigger goes through the [`RegexSet`] of the built-in patterns. The
+//! configured patterns have no triggers, so when there are any, their own
+//! set runs on every value. Only the patterns that a set matches run again
+//! to find and replace the matches.
 
 mod patterns;
+mod prefilter;
+#[cfg(test)]
+mod properties;
 
 use std::collections::HashSet;
 
@@ -28,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RedactConfig;
 use crate::otlp::{AnyValue, ExportTraceServiceRequest, KeyValue, any_value};
 use crate::span::{Attributes, Span, Value};
+use prefilter::Prefilter;
 
 pub use patterns::{BUILTIN, SKIPPED_KEYS};
 
@@ -82,7 +91,12 @@ impl Redactions {
 /// The compiled patterns and skip keys.
 pub struct Redactor {
     enabled: bool,
-    set: RegexSet,
+    prefilter: Prefilter,
+    /// The built-in patterns, the first `BUILTIN.len()` of `patterns`.
+    builtin_set: RegexSet,
+    /// The configured patterns, the rest of `patterns`, or `None` when
+    /// there are none.
+    custom_set: Option<RegexSet>,
     patterns: Vec<Pattern>,
     skip_keys: HashSet<Vec<u8>>,
 }
@@ -106,8 +120,19 @@ impl Redactor {
             })?;
             patterns.push(pattern(custom.name.clone(), regex));
         }
-        let set = RegexSet::new(patterns.iter().map(|pattern| pattern.regex.as_str()))
-            .map_err(|error| format!("the patterns do not compile together: {error}"))?;
+        let builtin_set = RegexSet::new(BUILTIN.iter().map(|builtin| builtin.regex))
+            .expect("built-in patterns compile together");
+        let custom_set = if config.patterns.is_empty() {
+            None
+        } else {
+            let regexes = patterns[BUILTIN.len()..]
+                .iter()
+                .map(|pattern| pattern.regex.as_str());
+            let set = RegexSet::new(regexes).map_err(|error| {
+                format!("the configured patterns do not compile together: {error}")
+            })?;
+            Some(set)
+        };
         let mut skip_keys: HashSet<Vec<u8>> = SKIPPED_KEYS
             .iter()
             .map(|key| key.as_bytes().to_vec())
@@ -115,7 +140,9 @@ impl Redactor {
         skip_keys.extend(config.skip_keys.iter().map(|key| key.as_bytes().to_vec()));
         Ok(Redactor {
             enabled: config.enabled,
-            set,
+            prefilter: Prefilter::new(BUILTIN),
+            builtin_set,
+            custom_set,
             patterns,
             skip_keys,
         })
@@ -199,11 +226,20 @@ impl Redactor {
 
     /// Replaces the secrets in one value.
     pub fn redact_bytes(&self, bytes: &mut Vec<u8>, found: &mut Redactions) {
-        let matched = self.set.matches(bytes);
-        if !matched.matched_any() {
-            return;
-        }
-        for index in matched.iter() {
+        // Both sets look at the value as it arrived, before any replacement,
+        // and the matched patterns then run in list order, built-in first.
+        let builtin_matched = if self.prefilter.may_match(bytes) {
+            Some(self.builtin_set.matches(bytes))
+        } else {
+            None
+        };
+        let custom_matched = self.custom_set.as_ref().map(|set| set.matches(bytes));
+        let builtin_indexes = builtin_matched.iter().flat_map(|matched| matched.iter());
+        let custom_indexes = custom_matched
+            .iter()
+            .flat_map(|matched| matched.iter())
+            .map(|index| BUILTIN.len() + index);
+        for index in builtin_indexes.chain(custom_indexes) {
             let pattern = &self.patterns[index];
             if let Some(replaced) = replace(pattern, bytes, found) {
                 *bytes = replaced;
