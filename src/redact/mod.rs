@@ -216,7 +216,12 @@ impl Redactor {
     /// Replaces the secrets in one value that shares a received buffer;
     /// the buffer itself is left as it is.
     fn redact_shared(&self, bytes: &mut bytes::Bytes, found: &mut Redactions) {
-        if !self.set.is_match(bytes) {
+        let builtin = self.prefilter.may_match(bytes) && self.builtin_set.is_match(bytes);
+        let custom = self
+            .custom_set
+            .as_ref()
+            .is_some_and(|set| set.is_match(bytes));
+        if !builtin && !custom {
             return;
         }
         let mut owned = bytes.to_vec();
