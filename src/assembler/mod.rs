@@ -368,6 +368,10 @@ impl Assembler {
         .run(out);
         self.release(released);
         if trace.pending.is_empty() {
+            // Retained for duplicates and late spans only: give back the
+            // room the waiting spans took.
+            trace.pending.shrink_to_fit();
+            trace.meta.shrink_to_fit();
             self.idle.push_back((trace_id, now));
             self.active.remove(&trace_id);
         }

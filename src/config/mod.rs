@@ -226,7 +226,7 @@ impl Default for AssemblerConfig {
             root_wait: Duration::from_secs(600),
             max_buffered_spans: 1_000_000,
             max_buffered_bytes: ByteSize::gib(1),
-            max_retained_spans: 2_000_000,
+            max_retained_spans: 500_000,
         }
     }
 }

@@ -98,7 +98,7 @@ pub struct Redactor {
     /// there are none.
     custom_set: Option<RegexSet>,
     patterns: Vec<Pattern>,
-    skip_keys: HashSet<Vec<u8>>,
+    skip_keys: HashSet<Vec<u8>, foldhash::fast::RandomState>,
 }
 
 impl Redactor {
@@ -133,7 +133,7 @@ impl Redactor {
             })?;
             Some(set)
         };
-        let mut skip_keys: HashSet<Vec<u8>> = SKIPPED_KEYS
+        let mut skip_keys: HashSet<Vec<u8>, foldhash::fast::RandomState> = SKIPPED_KEYS
             .iter()
             .map(|key| key.as_bytes().to_vec())
             .collect();
