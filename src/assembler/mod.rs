@@ -336,9 +336,20 @@ impl Assembler {
     /// Completes every trace that can be completed now, ignoring the settle
     /// time; used at shutdown.
     pub fn flush(&mut self, now: Instant, out: &mut Vec<Emitted>) {
-        let all: Vec<TraceId> = self.active.iter().copied().collect();
-        for trace_id in all {
-            self.complete_trace(trace_id, now, true, out);
+        let all = self.active_traces();
+        self.flush_traces(&all, now, out);
+    }
+
+    /// Traces with waiting spans.
+    pub fn active_traces(&self) -> Vec<TraceId> {
+        self.active.iter().copied().collect()
+    }
+
+    /// [`Assembler::flush`] for `traces` only, so that a large backlog can
+    /// be written in steps.
+    pub fn flush_traces(&mut self, traces: &[TraceId], now: Instant, out: &mut Vec<Emitted>) {
+        for trace_id in traces {
+            self.complete_trace(*trace_id, now, true, out);
         }
     }
 

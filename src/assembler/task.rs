@@ -137,8 +137,18 @@ pub async fn run(
             return;
         }
     }
+    // At shutdown everything that can be completed is written, in steps:
+    // completing a backlog of hundreds of thousands of spans at once would
+    // hold all their bodies and rows in memory.
     let now = Instant::now().into_std();
-    assembler.flush(now, &mut out);
+    let active = assembler.active_traces();
+    for chunk in active.chunks(COMPLETIONS_PER_STEP) {
+        assembler.flush_traces(chunk, now, &mut out);
+        if forward(&sink, &mut out, &metrics).await.is_err() {
+            tracing::error!("the ClickHouse sink stopped; the assembler stops");
+            return;
+        }
+    }
     if assembler.spool().is_none() {
         assembler.quarantine_all_waiting(&mut out);
     }
