@@ -27,6 +27,7 @@ use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
 use agent_ledger::receiver::convert::{RequestContext, convert_request};
 use agent_ledger::span::Span;
 use agent_ledger::validate::{self, Policy, root_reasons};
+use bytes::Bytes;
 use clickhouse::test::{Mock, handlers};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
@@ -40,7 +41,9 @@ const INVALID_FRACTION: f64 = 0.05;
 
 /// Everything the stages consume, prepared once.
 struct Fixture {
-    requests: Vec<Vec<u8>>,
+    /// Encoded requests, held as `Bytes` as tonic and the spool hand them
+    /// to prost, so that decoding shares the buffer.
+    requests: Vec<Bytes>,
     decoded: ExportTraceServiceRequest,
     context: RequestContext,
     spans: Vec<Span>,
@@ -58,15 +61,15 @@ impl Fixture {
             INVALID_FRACTION,
             1_796_000_000_000_000_000,
         );
-        let requests: Vec<Vec<u8>> = (0..REQUESTS_PER_BATCH)
+        let requests: Vec<Bytes> = (0..REQUESTS_PER_BATCH)
             .map(|index| {
                 let mut bytes = Vec::new();
                 templates.render(0x5eed, index, &mut bytes);
-                bytes
+                Bytes::from(bytes)
             })
             .collect();
         let decoded =
-            ExportTraceServiceRequest::decode(requests[0].as_slice()).expect("the request decodes");
+            ExportTraceServiceRequest::decode(requests[0].clone()).expect("the request decodes");
         let context = RequestContext {
             received_at_unix_nano: 1_796_000_000_000_000_000,
             sender: Arc::from(""),
@@ -123,7 +126,7 @@ fn assemble(spans: Vec<Span>, resolver: &Resolver, policy: &Policy) -> Vec<Seale
 }
 
 fn batch_span_rows(
-    requests: &[Vec<u8>],
+    requests: &[Bytes],
     context: &RequestContext,
     resolver: &Resolver,
     policy: &Policy,
@@ -131,7 +134,7 @@ fn batch_span_rows(
     let mut rows = Vec::new();
     for bytes in requests {
         let request =
-            ExportTraceServiceRequest::decode(bytes.as_slice()).expect("the request decodes");
+            ExportTraceServiceRequest::decode(bytes.clone()).expect("the request decodes");
         for sealed in assemble(convert_request(request, context).spans, resolver, policy) {
             rows.extend(workflow_rows(sealed.clone(), 0).spans);
         }
@@ -161,7 +164,7 @@ fn process_batch(fixture: &Fixture) -> BatchRows {
     let mut rows = BatchRows::default();
     for bytes in &fixture.requests {
         let request =
-            ExportTraceServiceRequest::decode(bytes.as_slice()).expect("the request decodes");
+            ExportTraceServiceRequest::decode(bytes.clone()).expect("the request decodes");
         let converted = convert_request(request, &fixture.context);
         black_box(check_roots(&converted.spans, &fixture.policy));
         for sealed in assemble(converted.spans, &fixture.resolver, &fixture.policy) {
@@ -202,7 +205,7 @@ fn stages(c: &mut Criterion) {
 
     group.bench_function("decode", |b| {
         b.iter(|| {
-            ExportTraceServiceRequest::decode(black_box(fixture.requests[0].as_slice())).unwrap()
+            ExportTraceServiceRequest::decode(black_box(fixture.requests[0].clone())).unwrap()
         })
     });
 
