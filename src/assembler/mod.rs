@@ -120,6 +120,9 @@ pub struct Assembler {
     /// Traces with spans waiting; completion checks only these, not every
     /// retained trace.
     active: FastSet<TraceId>,
+    /// Traces that may have a recall due; recalls are looked for among
+    /// these, not among every trace with waiting spans.
+    recalls: FastSet<TraceId>,
     /// Where waiting spans' bodies are read back from; without a spool they
     /// are held in memory.
     spool: Option<Arc<Spool>>,
@@ -138,6 +141,7 @@ impl Assembler {
             retained_spans: 0,
             idle: VecDeque::new(),
             active: FastSet::default(),
+            recalls: FastSet::default(),
             spool: None,
         }
     }
@@ -271,6 +275,7 @@ impl Assembler {
         } else {
             trace.recall_in_flight = false;
             trace.recall_due = Some(now + Duration::from_millis(500));
+            self.recalls.insert(trace_id);
         }
     }
 
@@ -278,25 +283,29 @@ impl Assembler {
     /// were quarantined while waiting for it.
     pub fn take_recalls(&mut self, now: Instant) -> Vec<Recall> {
         let mut recalls = Vec::new();
-        for trace_id in &self.active {
-            let Some(trace) = self.traces.get_mut(trace_id) else {
-                continue;
+        let traces = &mut self.traces;
+        self.recalls.retain(|trace_id| {
+            let Some(trace) = traces.get_mut(trace_id) else {
+                return false;
             };
-            if trace.recall_in_flight || trace.recall_due.is_none_or(|due| due > now) {
-                continue;
+            let Some(due) = trace.recall_due else {
+                return false;
+            };
+            if trace.recall_in_flight || due > now {
+                return true;
             }
+            trace.recall_due = None;
             let span_ids = trace.awaiting_recall();
             if span_ids.is_empty() {
-                trace.recall_due = None;
-                continue;
+                return false;
             }
             trace.recall_in_flight = true;
-            trace.recall_due = None;
             recalls.push(Recall {
                 trace_id: *trace_id,
                 span_ids,
             });
-        }
+            false
+        });
         recalls
     }
 
@@ -378,6 +387,9 @@ impl Assembler {
         }
         .run(out);
         self.release(released);
+        if trace.recall_due.is_some() {
+            self.recalls.insert(trace_id);
+        }
         if trace.pending.is_empty() {
             // Retained for duplicates and late spans only: give back the
             // room the waiting spans took.
