@@ -294,7 +294,7 @@ async fn read_request(
     let bytes = collect_limited(body, limit).await?;
     // Decompression and decoding are CPU work of up to the size limit, which
     // would hold up other requests on this runtime thread.
-    tokio::task::spawn_blocking(move || decode(&bytes, format, gzip, limit))
+    tokio::task::spawn_blocking(move || decode(bytes, format, gzip, limit))
         .await
         .map_err(|error| BodyError::Read(error.to_string()))?
 }
@@ -312,22 +312,19 @@ async fn collect_limited(body: Body, limit: usize) -> Result<Vec<u8>, BodyError>
     Ok(bytes)
 }
 
+/// Decodes the body; protobuf is decoded from a `Bytes` buffer, so that the
+/// span texts share it as on the gRPC path.
 fn decode(
-    bytes: &[u8],
+    bytes: Vec<u8>,
     format: Format,
     gzip: bool,
     limit: usize,
 ) -> Result<ExportTraceServiceRequest, BodyError> {
-    let decompressed;
-    let plain = if gzip {
-        decompressed = gunzip(bytes, limit)?;
-        &decompressed[..]
-    } else {
-        bytes
-    };
+    let plain = if gzip { gunzip(&bytes, limit)? } else { bytes };
     match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(plain).map_err(BodyError::Protobuf),
-        Format::Json => otlp::json::decode_request(plain).map_err(BodyError::Json),
+        Format::Protobuf => ExportTraceServiceRequest::decode(bytes::Bytes::from(plain))
+            .map_err(BodyError::Protobuf),
+        Format::Json => otlp::json::decode_request(&plain).map_err(BodyError::Json),
     }
 }
 
