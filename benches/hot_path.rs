@@ -274,12 +274,17 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-fn rowbinary(c: &mut Criterion) {
-    let fixture = Fixture::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// Builds the single-threaded runtime that drives the mock server inserts.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a current-thread runtime builds")
+}
+
+fn rowbinary(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let runtime = current_thread_runtime();
     let _guard = runtime.enter();
     let mock = Mock::new();
     let mut group = c.benchmark_group("rowbinary");
@@ -298,10 +303,7 @@ fn rowbinary(c: &mut Criterion) {
 
 fn together(c: &mut Criterion) {
     let fixture = Fixture::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let _guard = runtime.enter();
     let mock = Mock::new();
     let client = mock_client(&mock, clickhouse::Compression::Lz4);

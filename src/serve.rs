@@ -291,10 +291,10 @@ fn open_spool(
     Ok((spool, records))
 }
 
-/// Waiting spans at which the receiver starts refusing requests: 90% of
-/// the assembler's bound, which leaves room for the requests already taken
-/// so that overload is answered with retries rather than with workflows
-/// written early as evicted.
+/// Returns the number of waiting spans at which the receiver starts
+/// rejecting requests. It is 90% of the assembler's bound, which leaves room
+/// for requests already accepted, so an overload leads to client retries
+/// instead of workflows written early as evicted.
 fn backlog_limit(max_buffered_spans: usize) -> usize {
     max_buffered_spans / 10 * 9
 }

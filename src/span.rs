@@ -7,9 +7,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// Immutable UTF-8 text that shares the buffer it was decoded from: a
-/// span's texts point into the received request, or into the record read
-/// back from the spool, and cloning one into a row copies no bytes.
+/// Immutable UTF-8 text that shares the buffer it was decoded from. A span's
+/// texts point into the received request or into the record read back from
+/// the spool, so cloning one into a row copies no bytes.
 pub use bytestring::ByteString as Str;
 
 /// A 16-byte trace id that is not all zero.

@@ -352,13 +352,12 @@ async fn wait_for_metric(admin_url: &str, line: &str) -> bool {
     false
 }
 
-/// While ClickHouse is down, complete workflows pile up behind the sink;
-/// once the spans waiting in the assembler reach 90% of
-/// `max_buffered_spans`, the receiver answers `UNAVAILABLE` with
-/// `RetryInfo` instead of evicting waiting workflows, and every
-/// acknowledged workflow is stored once ClickHouse is back.
+/// Checks that complete workflows pile up behind the sink while ClickHouse
+/// is down. Once the waiting spans reach 90% of `max_buffered_spans`, the
+/// receiver returns `UNAVAILABLE` with `RetryInfo` instead of evicting, and
+/// every acknowledged workflow is stored once ClickHouse is back.
 #[tokio::test(flavor = "multi_thread")]
-async fn full_backlog_answers_retryable_without_evicting() {
+async fn full_backlog_retryable_without_eviction() {
     let data = spool_dir("backlog-clickhouse");
     let mut endpoint = Endpoint::start(&data).await;
     let mut config = test_config("backlog");
@@ -371,7 +370,7 @@ async fn full_backlog_answers_retryable_without_evicting() {
 
     let per_request = 25;
     let mut acknowledged = 0;
-    let mut refusal = None;
+    let mut rejection = None;
     for index in 0..200 {
         match harness
             .export(workflows_request(index * per_request, per_request))
@@ -379,15 +378,15 @@ async fn full_backlog_answers_retryable_without_evicting() {
         {
             Ok(_) => acknowledged += 1,
             Err(status) => {
-                refusal = Some(status);
+                rejection = Some(status);
                 break;
             }
         }
-        // The receiver reads gauges the assembler sets once it has taken
-        // the batch; a pause keeps the test from racing past them.
+        // The receiver reads gauges that the assembler sets after taking the
+        // batch, so a pause keeps the test from racing past them.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = refusal.expect("a request past the backlog limit is refused");
+    let status = rejection.expect("a request past the backlog limit is rejected");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("backlog"), "{status:?}");
     assert!(

@@ -120,8 +120,8 @@ pub struct Assembler {
     /// Traces with spans waiting; completion checks only these, not every
     /// retained trace.
     active: FastSet<TraceId>,
-    /// Traces that may have a recall due; recalls are looked for among
-    /// these, not among every trace with waiting spans.
+    /// Traces that may have a recall due, so that recalls are looked for
+    /// among these instead of among every trace with waiting spans.
     recalls: FastSet<TraceId>,
     /// Where waiting spans' bodies are read back from; without a spool they
     /// are held in memory.
@@ -349,13 +349,13 @@ impl Assembler {
         self.flush_traces(&all, now, out);
     }
 
-    /// Traces with waiting spans.
+    /// Returns the traces with waiting spans.
     pub fn active_traces(&self) -> Vec<TraceId> {
         self.active.iter().copied().collect()
     }
 
-    /// [`Assembler::flush`] for `traces` only, so that a large backlog can
-    /// be written in steps.
+    /// Completes `traces` like [`Assembler::flush`], so that a large backlog
+    /// can be written in steps.
     pub fn flush_traces(&mut self, traces: &[TraceId], now: Instant, out: &mut Vec<Emitted>) {
         for trace_id in traces {
             self.complete_trace(*trace_id, now, true, out);
@@ -391,8 +391,8 @@ impl Assembler {
             self.recalls.insert(trace_id);
         }
         if trace.pending.is_empty() {
-            // Retained for duplicates and late spans only: give back the
-            // room the waiting spans took.
+            // The trace is now kept only for duplicates and late spans, so
+            // the room its waiting spans took is given back.
             trace.pending.shrink_to_fit();
             trace.meta.shrink_to_fit();
             self.idle.push_back((trace_id, now));

@@ -1,14 +1,6 @@
 //! Per-trace state of the assembler and the completion of one trace.
 
 use std::collections::{HashMap, HashSet};
-
-/// Maps keyed by trace or span id, which the assembler looks up for every
-/// span: foldhash with a per-map random seed costs a fraction of the
-/// standard SipHash.
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// A set keyed like [`FastMap`].
-pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +13,13 @@ use crate::validate::{self, Credential, Policy, Status, Verdict};
 use crate::workflow::Workflow;
 
 use super::{Emitted, Limits, Sealed, Storage, build_steps, seal};
+
+/// Map keyed by trace or span id, looked up for every span. foldhash with a
+/// random seed per map is cheaper than the standard library's SipHash.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Set keyed like [`FastMap`].
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Parent chains longer than this are treated as broken; real traces are a
 /// few dozen levels deep, and the bound keeps a cyclic parent chain sent by
@@ -141,8 +140,8 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// The span and its facts; `content_hash` is the hash recorded when the
-    /// span was accepted, so the body read back is not hashed again.
+    /// Returns the span and its facts. `content_hash` is the hash recorded
+    /// when the span was accepted, so the body read back is not hashed again.
     fn load(
         &self,
         trace_id: TraceId,

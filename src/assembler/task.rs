@@ -25,9 +25,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// workflows carry their span bodies and rows, so completing every due trace
 /// of a burst at once would hold them all in memory; in steps, the sink's
 /// queue paces the work. A step runs only when the sink's queue has room for
-/// all its workflows: while ClickHouse is slower than the arrivals, due
-/// traces wait in the spool for a later tick, and new requests are still
-/// taken at once instead of waiting behind the sink.
+/// all its workflows. While ClickHouse is slower than the arrivals, due
+/// traces therefore wait in the spool, and new requests are still taken
+/// instead of waiting behind the sink.
 const COMPLETIONS_PER_STEP: usize = 256;
 
 /// Capacity of the assembler's input queue, in requests. Queued requests
@@ -104,7 +104,7 @@ pub async fn run(
             }
             room = sink.room_for(COMPLETIONS_PER_STEP), if !due.is_empty() => {
                 if room.is_err() {
-                    tracing::error!("the ClickHouse sink stopped; the assembler stops");
+                    log_sink_stopped();
                     return;
                 }
                 let step = due.len().min(COMPLETIONS_PER_STEP);
@@ -133,19 +133,19 @@ pub async fn run(
             }
         }
         if forward(&sink, &mut out, &metrics).await.is_err() {
-            tracing::error!("the ClickHouse sink stopped; the assembler stops");
+            log_sink_stopped();
             return;
         }
     }
-    // At shutdown everything that can be completed is written, in steps:
-    // completing a backlog of hundreds of thousands of spans at once would
-    // hold all their bodies and rows in memory.
+    // At shutdown, everything that can be completed is written in steps,
+    // because completing a large backlog at once would hold all its bodies
+    // and rows in memory.
     let now = Instant::now().into_std();
     let active = assembler.active_traces();
     for chunk in active.chunks(COMPLETIONS_PER_STEP) {
         assembler.flush_traces(chunk, now, &mut out);
         if forward(&sink, &mut out, &metrics).await.is_err() {
-            tracing::error!("the ClickHouse sink stopped; the assembler stops");
+            log_sink_stopped();
             return;
         }
     }
@@ -154,6 +154,10 @@ pub async fn run(
     }
     let _ = forward(&sink, &mut out, &metrics).await;
     tracing::info!("assembler stopped");
+}
+
+fn log_sink_stopped() {
+    tracing::error!("the ClickHouse sink stopped; the assembler stops");
 }
 
 fn accept(assembler: &mut Assembler, batch: Batch, metrics: &Metrics, out: &mut Vec<Emitted>) {

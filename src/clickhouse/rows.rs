@@ -18,7 +18,7 @@ use crate::span::{Link, Str, span_kind_name, status_code_name};
 use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
-/// A `Map(String, String)` column of span rows; the texts share the
+/// A `Map(String, String)` column of span rows, whose texts share the
 /// span's buffers.
 type Pairs = Vec<(Str, Str)>;
 

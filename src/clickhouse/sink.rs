@@ -60,8 +60,8 @@ impl SinkHandle {
         self.sender.send(input).await.map_err(|_| SinkStopped)
     }
 
-    /// Waits until the sink's queue has room for `count` messages; fails
-    /// only when the sink has stopped.
+    /// Waits until the sink's queue has room for `count` messages, at most
+    /// its capacity. Returns an error only when the sink has stopped.
     pub async fn room_for(&self, count: usize) -> Result<(), SinkStopped> {
         let count = count.min(self.sender.max_capacity());
         self.sender

@@ -9,9 +9,9 @@
 //! the span that carries the invalid value. [`json`] decodes the OTLP/JSON
 //! encoding into the same types.
 //!
-//! The text fields that reach stored rows are `Bytes`: decoding from a
+//! The text fields that reach stored rows are `Bytes`. Decoding from a
 //! `Bytes` buffer (the gRPC message, or a span read back from the spool)
-//! then shares the buffer instead of copying each value, and
+//! therefore shares the buffer instead of copying each value.
 //! [`crate::span::Str`] keeps sharing it after the UTF-8 check.
 
 pub mod json;

@@ -95,16 +95,17 @@ pub fn convert_request(
     converted
 }
 
-/// A `ResourceSpans` that holds one span, as the spool and `RawSpan` keep
-/// it: its encoding, and the span's content hash when already known.
+/// A `ResourceSpans` that contains one span, as the spool and `RawSpan`
+/// store it. The fields are its encoding and, when already known, the span's
+/// content hash.
 #[derive(Clone, Copy)]
 struct Single<'a> {
     raw: &'a Bytes,
     content_hash: Option<[u8; 32]>,
 }
 
-/// Converts one `ResourceSpans`. With `single`, its encoding is the span's
-/// `raw` as is; otherwise each span's `raw` is encoded afresh.
+/// Converts one `ResourceSpans`. With `single`, that encoding becomes the
+/// span's `raw` as is. Otherwise each span's `raw` is encoded afresh.
 fn convert_resource_spans(
     resource_spans: otlp::ResourceSpans,
     context: &RequestContext,
@@ -531,7 +532,8 @@ fn convert_value(value: Option<&otlp::AnyValue>) -> Option<Value> {
     })
 }
 
-/// The bytes as text sharing their buffer, if they are valid UTF-8.
+/// Returns the bytes as text that shares their buffer, or `None` when they
+/// are not valid UTF-8.
 fn text(bytes: &Bytes) -> Option<Str> {
     Str::try_from(bytes.clone()).ok()
 }
@@ -630,8 +632,9 @@ pub fn span_from_raw(raw: Bytes, context: &RequestContext) -> Option<Span> {
     span_from_spool(raw, context, None)
 }
 
-/// [`span_from_raw`] for a span read back from the spool; `content_hash`,
-/// when given, is the hash computed when the span arrived.
+/// Decodes a span read back from the spool, like [`span_from_raw`]. A given
+/// `content_hash` is the hash computed on arrival, which is then not
+/// computed again.
 pub fn span_from_spool(
     raw: Bytes,
     context: &RequestContext,

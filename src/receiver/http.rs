@@ -312,7 +312,7 @@ async fn collect_limited(body: Body, limit: usize) -> Result<Vec<u8>, BodyError>
     Ok(bytes)
 }
 
-/// Decodes the body; protobuf is decoded from a `Bytes` buffer, so that the
+/// Decodes the body. Protobuf is decoded from a `Bytes` buffer, so that the
 /// span texts share it as on the gRPC path.
 fn decode(
     bytes: Vec<u8>,

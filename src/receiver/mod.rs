@@ -64,11 +64,10 @@ pub enum ExportError {
     /// Writing to the spool failed, for example because the disk is full.
     #[error("the receiver could not store the request durably; retry later")]
     SpoolFailed,
-    /// The spans waiting for their workflows are near the assembler's
-    /// bound (`assembler.max_buffered_spans`) while traces due for
-    /// completion wait for the sink, that is while ClickHouse catches up;
-    /// taking more would make the assembler write waiting workflows early as
-    /// evicted.
+    /// The spans waiting for their workflows are near the assembler's bound
+    /// (`assembler.max_buffered_spans`) while traces due for completion wait
+    /// for the sink, because ClickHouse is catching up. Taking more would
+    /// make the assembler write waiting workflows early as evicted.
     #[error("the receiver's backlog is full while ClickHouse catches up; retry later")]
     Backlogged,
 }
@@ -141,12 +140,12 @@ impl Receiver {
         self
     }
 
-    /// Refuses requests with [`ExportError::Backlogged`] while the
-    /// assembler holds at least `spans` waiting spans (the
-    /// `buffered_spans` gauge) and traces due for completion wait for the
-    /// sink (the `completion_backlog` gauge). Spans that wait for a root
-    /// alone do not refuse requests: the oldest of them are evicted, as
-    /// before, so that they cannot block the roots of other workflows.
+    /// Rejects requests with [`ExportError::Backlogged`] while the assembler
+    /// has at least `spans` waiting spans (the `buffered_spans` gauge) and
+    /// traces due for completion wait for the sink (the `completion_backlog`
+    /// gauge). Spans that only wait for a root never cause a rejection. The
+    /// oldest of them are evicted instead, so they cannot block the roots of
+    /// other workflows.
     pub fn with_backlog_limit(mut self, spans: usize) -> Self {
         self.backlog_limit = Some(spans);
         self
@@ -204,6 +203,10 @@ impl Receiver {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(ExportError::Unavailable);
         }
+        // NOTE: the gauges are updated when the assembler takes a batch, so
+        // concurrent requests that arrive before then all pass this check.
+        // The 10% margin below the bound absorbs that only up to about
+        // `max_buffered_spans / 10` spans in flight.
         if let Some(limit) = self.backlog_limit
             && self.metrics.buffered_spans.get() >= limit as i64
             && self.metrics.completion_backlog.get() > 0

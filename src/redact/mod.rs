@@ -213,43 +213,51 @@ impl Redactor {
         }
     }
 
-    /// Replaces the secrets in one value that shares a received buffer;
-    /// the buffer itself is left as it is.
+    /// Replaces the secrets in one value that shares a received buffer. The
+    /// value gets a buffer of its own only when something is replaced, and
+    /// the shared buffer itself is never written.
     fn redact_shared(&self, bytes: &mut bytes::Bytes, found: &mut Redactions) {
-        let builtin = self.prefilter.may_match(bytes) && self.builtin_set.is_match(bytes);
-        let custom = self
-            .custom_set
-            .as_ref()
-            .is_some_and(|set| set.is_match(bytes));
-        if !builtin && !custom {
+        let matched = self.matched_patterns(bytes);
+        if matched.is_empty() {
             return;
         }
         let mut owned = bytes.to_vec();
-        self.redact_bytes(&mut owned, found);
-        *bytes = bytes::Bytes::from(owned);
+        if self.apply(&matched, &mut owned, found) {
+            *bytes = bytes::Bytes::from(owned);
+        }
     }
 
     /// Replaces the secrets in one value.
     pub fn redact_bytes(&self, bytes: &mut Vec<u8>, found: &mut Redactions) {
-        // Both sets look at the value as it arrived, before any replacement,
-        // and the matched patterns then run in list order, built-in first.
-        let builtin_matched = if self.prefilter.may_match(bytes) {
-            Some(self.builtin_set.matches(bytes))
-        } else {
-            None
-        };
-        let custom_matched = self.custom_set.as_ref().map(|set| set.matches(bytes));
-        let builtin_indexes = builtin_matched.iter().flat_map(|matched| matched.iter());
-        let custom_indexes = custom_matched
-            .iter()
-            .flat_map(|matched| matched.iter())
-            .map(|index| BUILTIN.len() + index);
-        for index in builtin_indexes.chain(custom_indexes) {
-            let pattern = &self.patterns[index];
-            if let Some(replaced) = replace(pattern, bytes, found) {
+        let matched = self.matched_patterns(bytes);
+        self.apply(&matched, bytes, found);
+    }
+
+    /// Returns the indexes in `patterns` of the patterns that match `bytes`,
+    /// in list order with the built-in ones first. Both sets look at the
+    /// value as it arrived, before any replacement.
+    fn matched_patterns(&self, bytes: &[u8]) -> Vec<usize> {
+        let mut indexes = Vec::new();
+        if self.prefilter.may_match(bytes) {
+            indexes.extend(self.builtin_set.matches(bytes).iter());
+        }
+        if let Some(set) = &self.custom_set {
+            indexes.extend(set.matches(bytes).iter().map(|index| BUILTIN.len() + index));
+        }
+        indexes
+    }
+
+    /// Runs the `matched` patterns over `bytes` in order and returns whether
+    /// any of them replaced something.
+    fn apply(&self, matched: &[usize], bytes: &mut Vec<u8>, found: &mut Redactions) -> bool {
+        let mut replaced_any = false;
+        for index in matched {
+            if let Some(replaced) = replace(&self.patterns[*index], bytes, found) {
                 *bytes = replaced;
+                replaced_any = true;
             }
         }
+        replaced_any
     }
 
     /// Redacts one text value, for tests and benchmarks.

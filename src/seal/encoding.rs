@@ -130,8 +130,8 @@ pub fn encode_span_row(row: &SpanRow) -> Vec<u8> {
     encode_span_row_into(row, Vec::with_capacity(1024))
 }
 
-/// [`encode_span_row`] into `buffer`, which is cleared first; reusing one
-/// buffer for many rows saves an allocation per row.
+/// Encodes `row` like [`encode_span_row`] into `buffer`, which is cleared
+/// first. Reusing one buffer for many rows saves an allocation per row.
 pub fn encode_span_row_into(row: &SpanRow, mut buffer: Vec<u8>) -> Vec<u8> {
     buffer.clear();
     let mut encoder = Encoder { bytes: buffer };
