@@ -19,6 +19,7 @@
 mod properties;
 pub mod restore;
 mod state;
+mod table;
 pub mod task;
 
 use std::collections::{HashSet, VecDeque};
@@ -36,6 +37,7 @@ use crate::workflow::{Step, Workflow, sort_steps};
 
 use state::{FastMap, FastSet, MetaState, SpanMeta, TraceState};
 
+use table::SpanTable;
 /// Assembler limits and timings.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -111,7 +113,7 @@ pub struct Assembler {
     limits: Limits,
     policy: Policy,
     resolver: Resolver,
-    traces: FastMap<TraceId, TraceState>,
+    traces: FastMap<TraceId, Box<TraceState>>,
     buffered_spans: usize,
     buffered_bytes: usize,
     retained_spans: usize,
@@ -201,7 +203,7 @@ impl Assembler {
         let trace = self
             .traces
             .entry(span.trace_id)
-            .or_insert_with(|| TraceState::new(now));
+            .or_insert_with(|| Box::new(TraceState::new(now)));
         if let Some(meta) = trace.meta.get(&span.span_id) {
             if meta.content_hash == span.content_hash {
                 intake.duplicates += 1;
@@ -512,7 +514,7 @@ fn seal(
 fn build_steps(
     spans: Vec<(Span, crate::preset::StepFacts)>,
     context: &HashSet<SpanId>,
-    meta: &FastMap<SpanId, SpanMeta>,
+    meta: &SpanTable<SpanMeta>,
 ) -> Vec<Step> {
     let mut steps: Vec<Step> = spans
         .into_iter()
@@ -538,7 +540,7 @@ fn build_steps(
 }
 
 /// The nearest ancestor that is an agent span, stopping at the workflow root.
-fn nearest_agent(span: &Span, meta: &FastMap<SpanId, SpanMeta>) -> Option<SpanId> {
+fn nearest_agent(span: &Span, meta: &SpanTable<SpanMeta>) -> Option<SpanId> {
     let mut current = span.parent_span_id;
     let mut hops = 0;
     while let Some(span_id) = current {

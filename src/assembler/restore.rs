@@ -276,7 +276,7 @@ impl Assembler {
     fn trace_mut(&mut self, trace_id: TraceId) -> &mut super::state::TraceState {
         self.traces
             .entry(trace_id)
-            .or_insert_with(|| super::state::TraceState::new(Instant::now()))
+            .or_insert_with(|| Box::new(super::state::TraceState::new(Instant::now())))
     }
 
     /// Points restored quarantined spans at the span their chain waits for.

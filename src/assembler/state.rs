@@ -12,6 +12,7 @@ use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, Verdict};
 use crate::workflow::Workflow;
 
+use super::table::SpanTable;
 use super::{Emitted, Limits, Sealed, Storage, build_steps, seal};
 
 /// Map keyed by trace or span id, looked up for every span. foldhash with a
@@ -186,11 +187,11 @@ impl Loader<'_> {
 
 /// Everything buffered and remembered about one trace.
 pub struct TraceState {
-    pub pending: FastMap<SpanId, Pending>,
-    pub meta: FastMap<SpanId, SpanMeta>,
-    pub written: FastMap<SpanId, WrittenWorkflow>,
+    pub pending: SpanTable<Pending>,
+    pub meta: SpanTable<SpanMeta>,
+    pub written: SpanTable<WrittenWorkflow>,
     /// Revision of each incomplete verdict written, by its key.
-    pub incomplete: FastMap<SpanId, u32>,
+    pub incomplete: SpanTable<u32>,
     pub first_pending: Option<Instant>,
     pub last_arrival: Instant,
     /// Earliest time a completion run can decide something new.
@@ -205,10 +206,10 @@ pub struct TraceState {
 impl TraceState {
     pub fn new(now: Instant) -> Self {
         TraceState {
-            pending: FastMap::default(),
-            meta: FastMap::default(),
-            written: FastMap::default(),
-            incomplete: FastMap::default(),
+            pending: SpanTable::default(),
+            meta: SpanTable::default(),
+            written: SpanTable::default(),
+            incomplete: SpanTable::default(),
             first_pending: None,
             last_arrival: now,
             next_check: now,
