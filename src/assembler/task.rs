@@ -27,8 +27,10 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// queue paces the work. A step runs only when the sink's queue has room for
 /// all its workflows. While ClickHouse is slower than the arrivals, due
 /// traces therefore wait in the spool, and new requests are still taken
-/// instead of waiting behind the sink.
-const COMPLETIONS_PER_STEP: usize = 256;
+/// instead of waiting behind the sink. A step is half the sink's queue, so
+/// that a step does not wait for the queue to drain completely.
+const COMPLETIONS_PER_STEP: usize = 64;
+const _: () = assert!(2 * COMPLETIONS_PER_STEP <= crate::clickhouse::sink::QUEUE_CAPACITY);
 
 /// Capacity of the assembler's input queue, in requests. Queued requests
 /// hold their decoded spans in memory (a few hundred KiB each at the OTel

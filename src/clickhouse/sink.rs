@@ -44,9 +44,11 @@ pub enum SinkInput {
 }
 
 /// Capacity of the sink's input queue, in messages (mostly sealed
-/// workflows with their span bodies and rows). When the queue is full the
-/// assembler waits, and the receiver's requests with it.
-pub const QUEUE_CAPACITY: usize = 512;
+/// workflows with their span bodies and rows, about 9 KB per span of the
+/// load generator's shape). The assembler completes due traces only when
+/// the queue has room for them, so the queue needs to hold one completion
+/// step, not a burst.
+pub const QUEUE_CAPACITY: usize = 128;
 
 /// Sends work to the sink.
 #[derive(Clone)]

@@ -160,7 +160,7 @@ impl Default for ClickhouseConfig {
             password_file: None,
             ca_file: None,
             create_schema: true,
-            batch_rows: 20_000,
+            batch_rows: 10_000,
             batch_interval: Duration::from_secs(1),
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
@@ -655,7 +655,7 @@ mod tests {
             "admin address"
         );
         assert_eq!(config.clickhouse.database, "agent_ledger", "database");
-        assert_eq!(config.clickhouse.batch_rows, 20_000, "batch rows");
+        assert_eq!(config.clickhouse.batch_rows, 10_000, "batch rows");
         assert_eq!(config.assembler.settle, Duration::from_secs(10), "settle");
         assert_eq!(
             config.assembler.root_wait,
@@ -716,7 +716,7 @@ log:
             "interval"
         );
         assert_eq!(
-            config.clickhouse.batch_rows, 20_000,
+            config.clickhouse.batch_rows, 10_000,
             "unset value keeps its default"
         );
         assert_eq!(config.assembler.settle, Duration::from_secs(2), "settle");
