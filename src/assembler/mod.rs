@@ -22,7 +22,8 @@ mod state;
 mod table;
 pub mod task;
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +37,8 @@ use crate::validate::{self, Credential, Policy, Status, StepCheck, Verdict};
 use crate::workflow::{Step, Workflow, sort_steps};
 
 use state::{FastMap, FastSet, MetaState, SpanMeta, TraceState};
-
 use table::SpanTable;
+
 /// Assembler limits and timings.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -125,6 +126,11 @@ pub struct Assembler {
     /// Traces that may have a recall due, so that recalls are looked for
     /// among these instead of among every trace with waiting spans.
     recalls: FastSet<TraceId>,
+    /// When each trace with waiting spans is next worth a completion run,
+    /// earliest first, so that finding due traces does not visit every
+    /// waiting trace. A trace may have stale later entries; its
+    /// `TraceState::queued` names the one that counts.
+    checks: BinaryHeap<Reverse<(Instant, TraceId)>>,
     /// Where waiting spans' bodies are read back from; without a spool they
     /// are held in memory.
     spool: Option<Arc<Spool>>,
@@ -144,6 +150,7 @@ impl Assembler {
             idle: VecDeque::new(),
             active: FastSet::default(),
             recalls: FastSet::default(),
+            checks: BinaryHeap::new(),
             spool: None,
         }
     }
@@ -236,6 +243,25 @@ impl Assembler {
         self.buffered_bytes += pending.approx_bytes();
         trace.add_pending(span_id, pending, now);
         self.active.insert(span_trace);
+        self.schedule(span_trace);
+    }
+
+    /// Queues `trace_id` for its next check unless an entry at least as
+    /// early is queued or the trace is already handed out as due.
+    fn schedule(&mut self, trace_id: TraceId) {
+        let Some(trace) = self.traces.get_mut(&trace_id) else {
+            return;
+        };
+        if trace.taken {
+            return;
+        }
+        let Some(at) = trace.due_at(&self.limits) else {
+            return;
+        };
+        if trace.queued.is_none_or(|queued| at < queued) {
+            trace.queued = Some(at);
+            self.checks.push(Reverse((at, trace_id)));
+        }
     }
 
     /// Adds spans read back from quarantine for a trace awaiting its recall.
@@ -279,6 +305,7 @@ impl Assembler {
             trace.recall_due = Some(now + Duration::from_millis(500));
             self.recalls.insert(trace_id);
         }
+        self.schedule(trace_id);
     }
 
     /// Recalls to start now: traces whose root has arrived for spans that
@@ -312,16 +339,30 @@ impl Assembler {
     }
 
     /// The traces whose completion may decide something now.
-    pub fn due(&self, now: Instant) -> Vec<TraceId> {
-        self.active
-            .iter()
-            .filter(|trace_id| {
-                self.traces
-                    .get(trace_id)
-                    .is_some_and(|trace| trace.is_due(now, &self.limits))
-            })
-            .copied()
-            .collect()
+    pub fn due(&mut self, now: Instant) -> Vec<TraceId> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, trace_id))) = self.checks.peek() {
+            if at > now {
+                break;
+            }
+            self.checks.pop();
+            let Some(trace) = self.traces.get_mut(&trace_id) else {
+                continue;
+            };
+            if trace.queued != Some(at) {
+                continue;
+            }
+            trace.queued = None;
+            match trace.due_at(&self.limits) {
+                Some(ready) if ready <= now => {
+                    trace.taken = true;
+                    due.push(trace_id);
+                }
+                Some(_) => self.schedule(trace_id),
+                None => {}
+            }
+        }
+        due
     }
 
     /// Completes the given traces (from [`Assembler::due`]).
@@ -392,6 +433,7 @@ impl Assembler {
         if trace.recall_due.is_some() {
             self.recalls.insert(trace_id);
         }
+        trace.taken = false;
         if trace.pending.is_empty() {
             // The trace is now kept only for duplicates and late spans, so
             // the room its waiting spans took is given back.
@@ -401,6 +443,7 @@ impl Assembler {
             self.active.remove(&trace_id);
         }
         self.traces.insert(trace_id, trace);
+        self.schedule(trace_id);
     }
 
     fn release(&mut self, released: state::Released) {
@@ -733,6 +776,64 @@ mod tests {
         assert_eq!(workflow.workflow.revision, 1, "revision");
         assert_eq!(workflow.links.len(), 3, "one link entry per step");
         assert_eq!(assembler.buffered_spans(), 0, "nothing left buffered");
+    }
+
+    /// Traces are handed out once each, when their time comes: a root's
+    /// settle time from its last arrival, the root wait for spans without
+    /// one, and earlier again when a root arrives during the root wait.
+    #[test]
+    fn due_hands_out_each_trace_once_when_its_time_comes() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+
+        assembler.insert(vec![root(1).trace(1).build()], t0, &mut out);
+        assembler.insert(vec![root(2).trace(2).build()], t0 + secs(5), &mut out);
+        assembler.insert(vec![chat(4, 3).trace(3).build()], t0 + secs(5), &mut out);
+        assembler.insert(vec![chat(6, 5).trace(4).build()], t0 + secs(5), &mut out);
+
+        assert!(
+            assembler.due(t0 + secs(9)).is_empty(),
+            "nothing has settled"
+        );
+        assert_eq!(
+            assembler.due(t0 + secs(10)),
+            vec![trace_id(1)],
+            "first root settles"
+        );
+        assert!(
+            assembler.due(t0 + secs(12)).is_empty(),
+            "a trace handed out is not handed out again before its completion"
+        );
+        let mut quiet = assembler.due(t0 + secs(15));
+        quiet.sort();
+        assert_eq!(
+            quiet,
+            vec![trace_id(2), trace_id(3), trace_id(4)],
+            "the second root settles; rootless traces get a first look"
+        );
+        assembler.complete(
+            &[trace_id(1), trace_id(2), trace_id(3), trace_id(4)],
+            t0 + secs(15),
+            &mut out,
+        );
+        assert_eq!(sealed(&out).len(), 2, "both settled roots are written");
+
+        assembler.insert(vec![root(3).trace(3).build()], t0 + secs(20), &mut out);
+        assert!(
+            assembler.due(t0 + secs(29)).is_empty(),
+            "the late root settles first"
+        );
+        assert_eq!(
+            assembler.due(t0 + secs(30)),
+            vec![trace_id(3)],
+            "a root arriving during the root wait makes its trace due earlier"
+        );
+        assert!(
+            assembler.due(t0 + secs(64)).is_empty(),
+            "the other rootless trace waits out its root wait"
+        );
+        assert_eq!(assembler.due(t0 + secs(65)), vec![trace_id(4)], "root wait");
     }
 
     #[test]

@@ -201,6 +201,10 @@ pub struct TraceState {
     pub recall_attempts: u32,
     /// Credentials that issuance records in the trace describe.
     pub issued: Vec<Credential>,
+    /// Time of this trace's earliest entry in the assembler's check queue.
+    pub queued: Option<Instant>,
+    /// Handed out as due and not completed since, so not queued again.
+    pub taken: bool,
 }
 
 impl TraceState {
@@ -217,6 +221,8 @@ impl TraceState {
             recall_due: None,
             recall_attempts: 0,
             issued: Vec::new(),
+            queued: None,
+            taken: false,
         }
     }
 
@@ -244,16 +250,24 @@ impl TraceState {
         self.pending.insert(span.span_id, Pending::new(span, facts));
     }
 
-    /// Whether a completion run may decide something now.
-    pub fn is_due(&self, now: Instant, limits: &Limits) -> bool {
-        if self.pending.is_empty() || self.recall_in_flight || now < self.next_check {
-            return false;
+    /// When a completion run may first decide something: once the trace has
+    /// been quiet for the settle time or its first waiting span has waited
+    /// out the root wait, and not before `next_check`. `None` while nothing
+    /// waits or a recall is in flight, or when the time lies beyond what an
+    /// `Instant` can hold.
+    pub fn due_at(&self, limits: &Limits) -> Option<Instant> {
+        if self.pending.is_empty() || self.recall_in_flight {
+            return None;
         }
-        let quiet = now.duration_since(self.last_arrival) >= limits.settle;
+        let quiet = self.last_arrival.checked_add(limits.settle);
         let waited_out = self
             .first_pending
-            .is_some_and(|first| now.duration_since(first) >= limits.root_wait);
-        quiet || waited_out
+            .and_then(|first| first.checked_add(limits.root_wait));
+        let ready = match (quiet, waited_out) {
+            (Some(quiet), Some(waited_out)) => quiet.min(waited_out),
+            (ready, None) | (None, ready) => ready?,
+        };
+        Some(ready.max(self.next_check))
     }
 
     /// Quarantined span ids whose root is now buffered, so their bodies must
