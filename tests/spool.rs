@@ -50,6 +50,58 @@ async fn appended_spans_read_back() {
     spool.close();
 }
 
+/// Bodies read together come back in the order asked for, whether they lie
+/// next to each other, in other records or in other segments, and a body
+/// whose checksum does not match fails alone.
+#[tokio::test]
+async fn bodies_read_together_match_single_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+    let filler = vec![b'x'; 20 * 1024];
+    let mut locations = append_spans(&spool, &[b"a1", b"a2", b"a3"]).await;
+    // Large records fill the 64 KiB segment, so later spans land in a new one.
+    for _ in 0..4 {
+        append_spans(&spool, &[&filler]).await;
+    }
+    locations.extend(append_spans(&spool, &[b"b1", b"b2"]).await);
+    assert_ne!(
+        locations[0].segment, locations[4].segment,
+        "the spans span two segments"
+    );
+    let mut corrupt = locations[1];
+    corrupt.crc ^= 1;
+    let asked = vec![
+        locations[4],
+        locations[0],
+        corrupt,
+        locations[2],
+        locations[3],
+    ];
+
+    let bodies = spool.read_many(&asked);
+
+    assert_eq!(bodies.len(), asked.len(), "one result per location");
+    let expected: [Option<&[u8]>; 5] = [Some(b"b2"), Some(b"a1"), None, Some(b"a3"), Some(b"b1")];
+    for ((body, expected), location) in bodies.iter().zip(expected).zip(&asked) {
+        match expected {
+            Some(expected) => {
+                let body = body.as_ref().expect("the body reads back");
+                assert_eq!(body.as_ref(), expected, "body at {location:?}");
+                assert_eq!(
+                    body.as_ref(),
+                    spool.read(location).unwrap().as_slice(),
+                    "same as a single read"
+                );
+            }
+            None => assert!(
+                matches!(body, Err(SpoolError::Corrupt { .. })),
+                "a wrong checksum fails its own span only: {body:?}"
+            ),
+        }
+    }
+    spool.close();
+}
+
 #[tokio::test]
 async fn reopened_spool_replays_records() {
     let dir = tempfile::tempdir().unwrap();

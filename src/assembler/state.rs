@@ -141,47 +141,56 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Returns the span and its facts. `content_hash` is the hash recorded
-    /// when the span was accepted, so the body read back is not hashed again.
+    /// Returns the spans and their facts, in the order given. Each
+    /// `content_hash` is the hash recorded when that span was accepted, so
+    /// a body read back is not hashed again. Spooled bodies are read in one
+    /// pass over the spool; a span whose body cannot be read is logged and
+    /// left out.
     fn load(
         &self,
         trace_id: TraceId,
-        span_id: SpanId,
-        pending: Pending,
-        content_hash: Option<[u8; 32]>,
-    ) -> Option<(Span, StepFacts)> {
-        let spooled = match pending {
-            Pending::Memory(entry) => return Some(*entry),
-            Pending::Spooled(spooled) => spooled,
-        };
-        let Some(spool) = self.spool else {
-            tracing::error!(trace_id = %trace_id, span_id = %span_id, "a span was spooled but the assembler has no spool to read it from");
-            return None;
-        };
-        let context = RequestContext {
-            received_at_unix_nano: spooled.received_at_unix_nano,
-            sender: spooled.sender,
-            limits: self.limits,
-        };
-        let span = spool
-            .read(&spooled.location)
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| {
-                span_from_spool(bytes::Bytes::from(bytes), &context, content_hash)
-                    .ok_or_else(|| "it no longer decodes".to_owned())
-            });
-        match span {
-            Ok(mut span) => {
-                span.spool = Some(spooled.location);
-                span.already_stored = spooled.already_stored;
-                let facts = self.resolver.resolve(&span);
-                Some((span, facts))
-            }
-            Err(error) => {
-                tracing::error!(trace_id = %trace_id, span_id = %span_id, %error, "reading a span back from the spool failed; the span is lost");
-                None
+        entries: Vec<(SpanId, Pending, Option<[u8; 32]>)>,
+    ) -> Vec<(Span, StepFacts)> {
+        let mut loaded = Vec::with_capacity(entries.len());
+        let mut spooled = Vec::new();
+        for (span_id, pending, content_hash) in entries {
+            match pending {
+                Pending::Memory(entry) => loaded.push(*entry),
+                Pending::Spooled(body) => spooled.push((span_id, body, content_hash)),
             }
         }
+        if spooled.is_empty() {
+            return loaded;
+        }
+        let Some(spool) = self.spool else {
+            tracing::error!(trace_id = %trace_id, spans = spooled.len(), "spans were spooled but the assembler has no spool to read them from");
+            return loaded;
+        };
+        let locations: Vec<Location> = spooled.iter().map(|(_, body, _)| body.location).collect();
+        let bodies = spool.read_many(&locations);
+        for ((span_id, body, content_hash), read) in spooled.into_iter().zip(bodies) {
+            let context = RequestContext {
+                received_at_unix_nano: body.received_at_unix_nano,
+                sender: body.sender,
+                limits: self.limits,
+            };
+            let span = read.map_err(|error| error.to_string()).and_then(|bytes| {
+                span_from_spool(bytes, &context, content_hash)
+                    .ok_or_else(|| "it no longer decodes".to_owned())
+            });
+            match span {
+                Ok(mut span) => {
+                    span.spool = Some(body.location);
+                    span.already_stored = body.already_stored;
+                    let facts = self.resolver.resolve(&span);
+                    loaded.push((span, facts));
+                }
+                Err(error) => {
+                    tracing::error!(trace_id = %trace_id, span_id = %span_id, %error, "reading a span back from the spool failed; the span is lost");
+                }
+            }
+        }
+        loaded
     }
 }
 
@@ -360,19 +369,19 @@ impl TraceState {
         released: &mut Released,
         loader: Loader<'_>,
     ) -> Vec<(Span, StepFacts)> {
-        let mut taken = Vec::with_capacity(span_ids.len());
+        let mut entries = Vec::with_capacity(span_ids.len());
         for span_id in span_ids {
             if let Some(entry) = self.pending.remove(span_id) {
                 released.spans += 1;
                 released.bytes += entry.approx_bytes();
                 let content_hash = self.meta.get(span_id).map(|meta| meta.content_hash);
-                taken.extend(loader.load(trace_id, *span_id, entry, content_hash));
+                entries.push((*span_id, entry, content_hash));
             }
         }
         if self.pending.is_empty() {
             self.first_pending = None;
         }
-        taken
+        loader.load(trace_id, entries)
     }
 }
 

@@ -30,6 +30,25 @@ pub use replay::{RecordPosition, Repairs, ReplayRecord};
 
 use crate::config::SpoolConfig;
 
+/// Bytes between two spans that [`Spool::read_many`] reads and discards
+/// to read both at once: about a record's framing, not whole spans of
+/// other traces.
+const READ_GAP: u64 = 64;
+/// Largest single read of [`Spool::read_many`].
+const READ_RUN: u64 = 1 << 20;
+
+/// Returns `body` when its CRC-32 is the one recorded in `location`.
+fn check_crc<B: AsRef<[u8]>>(location: &Location, body: B) -> Result<B, SpoolError> {
+    if crc32fast::hash(body.as_ref()) != location.crc {
+        return Err(SpoolError::Corrupt {
+            segment: location.segment,
+            offset: location.offset,
+            what: "span checksum does not match".to_owned(),
+        });
+    }
+    Ok(body)
+}
+
 /// Where one span's bytes are in the spool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -201,14 +220,69 @@ impl Spool {
         let path = segment_path(&self.config.dir, location.segment);
         file.read_exact_at(&mut bytes, location.offset)
             .map_err(|source| SpoolError::io(&path, source))?;
-        if crc32fast::hash(&bytes) != location.crc {
-            return Err(SpoolError::Corrupt {
-                segment: location.segment,
-                offset: location.offset,
-                what: "span checksum does not match".to_owned(),
-            });
+        check_crc(location, bytes)
+    }
+
+    /// Reads the bodies at `locations`, in the same order. Spans that lie
+    /// close together in one segment (the spans of one request usually do)
+    /// are read with one system call into one buffer, which their bodies
+    /// then share. A failed read of such a run is retried span by span, so
+    /// one bad location fails only its own span.
+    pub fn read_many(&self, locations: &[Location]) -> Vec<Result<bytes::Bytes, SpoolError>> {
+        let mut order: Vec<usize> = (0..locations.len()).collect();
+        order.sort_by_key(|&index| (locations[index].segment, locations[index].offset));
+        let mut results: Vec<Option<Result<bytes::Bytes, SpoolError>>> =
+            (0..locations.len()).map(|_| None).collect();
+        let mut start = 0;
+        while start < order.len() {
+            let first = locations[order[start]];
+            let mut end = start + 1;
+            let mut run_end = first.offset + u64::from(first.len);
+            while end < order.len() {
+                let next = locations[order[end]];
+                let next_end = next.offset + u64::from(next.len);
+                let joins = next.segment == first.segment
+                    && next.offset >= first.offset
+                    && next.offset <= run_end + READ_GAP
+                    && next_end - first.offset <= READ_RUN;
+                if !joins {
+                    break;
+                }
+                run_end = run_end.max(next_end);
+                end += 1;
+            }
+            let run = &order[start..end];
+            match self.read_range(first.segment, first.offset, run_end - first.offset) {
+                Ok(buffer) => {
+                    for &index in run {
+                        let location = &locations[index];
+                        let from = (location.offset - first.offset) as usize;
+                        let body = buffer.slice(from..from + location.len as usize);
+                        results[index] = Some(check_crc(location, body));
+                    }
+                }
+                Err(_) => {
+                    for &index in run {
+                        let body = self.read(&locations[index]).map(bytes::Bytes::from);
+                        results[index] = Some(body);
+                    }
+                }
+            }
+            start = end;
         }
-        Ok(bytes)
+        results
+            .into_iter()
+            .map(|result| result.expect("every location is read"))
+            .collect()
+    }
+
+    fn read_range(&self, segment: u64, offset: u64, len: u64) -> Result<bytes::Bytes, SpoolError> {
+        let file = self.file(segment)?;
+        let mut bytes = vec![0; len as usize];
+        let path = segment_path(&self.config.dir, segment);
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|source| SpoolError::io(&path, source))?;
+        Ok(bytes::Bytes::from(bytes))
     }
 
     /// Reads one whole record found by [`Spool::open`].
