@@ -11,10 +11,14 @@
 //! presets' `tool_output` attributes, in the same order.
 
 mod builtin;
+#[cfg(test)]
+mod properties;
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::span::Span;
+use crate::span::{Attributes, Span};
 
 pub use builtin::builtin_presets;
 
@@ -112,6 +116,138 @@ pub struct StepFacts {
 #[derive(Clone, Debug)]
 pub struct Resolver {
     presets: Vec<Preset>,
+    names: Names,
+}
+
+/// Marks a name that a span's attributes do not hold.
+const ABSENT: u32 = u32::MAX;
+
+/// Every attribute name the presets read, numbered, and for each field the
+/// numbers of its names in precedence order. A span's attributes are then
+/// matched against all names in one pass ([`Found`]) instead of being
+/// scanned once per name.
+#[derive(Clone, Debug)]
+struct Names {
+    ids: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
+    agent_name: Vec<u32>,
+    agent_id: Vec<u32>,
+    agent_version: Vec<u32>,
+    request_model: Vec<u32>,
+    response_model: Vec<u32>,
+    provider: Vec<u32>,
+    tool_name: Vec<u32>,
+    tool_call_id: Vec<u32>,
+    input_messages: Vec<u32>,
+    output_messages: Vec<u32>,
+    tool_output: Vec<u32>,
+    /// For each kind rule, presets and rules in order, its attribute.
+    rules: Vec<Option<u32>>,
+    origin_type: u32,
+}
+
+impl Names {
+    fn new(presets: &[Preset]) -> Names {
+        let mut ids = HashMap::default();
+        let mut id = |name: &str| -> u32 {
+            let next = ids.len() as u32;
+            *ids.entry(Box::from(name)).or_insert(next)
+        };
+        let mut field = |field: Field| -> Vec<u32> {
+            presets
+                .iter()
+                .flat_map(|preset| field(preset).iter())
+                .map(|name| id(name))
+                .collect()
+        };
+        let agent_name = field(|preset| &preset.agent_name);
+        let agent_id = field(|preset| &preset.agent_id);
+        let agent_version = field(|preset| &preset.agent_version);
+        let request_model = field(|preset| &preset.request_model);
+        let response_model = field(|preset| &preset.response_model);
+        let provider = field(|preset| &preset.provider);
+        let tool_name = field(|preset| &preset.tool_name);
+        let tool_call_id = field(|preset| &preset.tool_call_id);
+        let input_messages = field(|preset| &preset.input_messages);
+        let output_messages = field(|preset| &preset.output_messages);
+        let tool_output = field(|preset| &preset.tool_output);
+        let rules = presets
+            .iter()
+            .flat_map(|preset| preset.kinds.iter())
+            .map(|rule| rule.attribute.as_deref().map(&mut id))
+            .collect();
+        let origin_type = id(ORIGIN_TYPE);
+        Names {
+            ids,
+            agent_name,
+            agent_id,
+            agent_version,
+            request_model,
+            response_model,
+            provider,
+            tool_name,
+            tool_call_id,
+            input_messages,
+            output_messages,
+            tool_output,
+            rules,
+            origin_type,
+        }
+    }
+
+    /// Position of the first attribute under each name, or [`ABSENT`].
+    fn positions(&self, attributes: &Attributes) -> Vec<u32> {
+        let mut positions = vec![ABSENT; self.ids.len()];
+        for (position, (key, _)) in attributes.0.iter().enumerate() {
+            if let Some(&id) = self.ids.get(&**key) {
+                let slot = &mut positions[id as usize];
+                if *slot == ABSENT {
+                    *slot = position as u32;
+                }
+            }
+        }
+        positions
+    }
+}
+
+/// Where a span's attributes and resource attributes hold the presets'
+/// names.
+struct Found<'a> {
+    span: &'a Span,
+    in_span: Vec<u32>,
+    in_resource: Vec<u32>,
+}
+
+impl<'a> Found<'a> {
+    fn new(names: &Names, span: &'a Span) -> Found<'a> {
+        Found {
+            span,
+            in_span: names.positions(&span.attributes),
+            in_resource: names.positions(&span.resource.attributes),
+        }
+    }
+
+    /// The first non-blank text among `ids` in the span's attributes, as
+    /// [`Attributes::get_text`] would find it.
+    fn span_text(&self, ids: &[u32]) -> Option<String> {
+        text_at(&self.span.attributes, &self.in_span, ids)
+    }
+
+    /// Like [`Found::span_text`], then the same among resource attributes.
+    fn text(&self, ids: &[u32]) -> Option<String> {
+        self.span_text(ids)
+            .or_else(|| text_at(&self.span.resource.attributes, &self.in_resource, ids))
+    }
+}
+
+fn text_at(attributes: &Attributes, positions: &[u32], ids: &[u32]) -> Option<String> {
+    ids.iter().find_map(|&id| {
+        let position = positions[id as usize];
+        if position == ABSENT {
+            return None;
+        }
+        let text = attributes.0[position as usize].1.to_text();
+        (!text.trim().is_empty()).then(|| text.to_string())
+    })
 }
 
 impl Default for Resolver {
@@ -125,7 +261,8 @@ type Field = fn(&Preset) -> &Vec<String>;
 impl Resolver {
     /// A resolver over `presets`, the first taking precedence.
     pub fn new(presets: Vec<Preset>) -> Self {
-        Resolver { presets }
+        let names = Names::new(&presets);
+        Resolver { presets, names }
     }
 
     /// Names of the active presets, in order.
@@ -138,65 +275,48 @@ impl Resolver {
 
     /// Resolves the facts of one span.
     pub fn resolve(&self, span: &Span) -> StepFacts {
-        let lookup = |field: Field| self.lookup(span, field);
-        let response_model = lookup(|preset| &preset.response_model);
-        let request_model = lookup(|preset| &preset.request_model);
-        let kind = self.kind(span);
-        let tool_call_id = lookup(|preset| &preset.tool_call_id).or_else(|| {
+        let names = &self.names;
+        let found = Found::new(names, span);
+        let kind = self.kind(&found);
+        let tool_call_id = found.text(&names.tool_call_id).or_else(|| {
             (kind == Some(StepKind::Tool))
-                .then(|| self.call_id_in_output(span))
+                .then(|| call_id_in_output(&found, &names.tool_output))
                 .flatten()
         });
         StepFacts {
-            is_root: span.attributes.get_text(ORIGIN_TYPE).is_some(),
+            is_root: found.span_text(&[names.origin_type]).is_some(),
             kind,
-            agent_name: lookup(|preset| &preset.agent_name),
-            agent_id: lookup(|preset| &preset.agent_id),
-            agent_version: lookup(|preset| &preset.agent_version),
-            response_model,
-            request_model,
-            provider: lookup(|preset| &preset.provider),
-            tool_name: lookup(|preset| &preset.tool_name),
+            agent_name: found.text(&names.agent_name),
+            agent_id: found.text(&names.agent_id),
+            agent_version: found.text(&names.agent_version),
+            response_model: found.text(&names.response_model),
+            request_model: found.text(&names.request_model),
+            provider: found.text(&names.provider),
+            tool_name: found.text(&names.tool_name),
             tool_call_id,
-            input_messages: span_only(span, &self.presets, |preset| &preset.input_messages),
-            output_messages: span_only(span, &self.presets, |preset| &preset.output_messages),
+            input_messages: found.span_text(&names.input_messages),
+            output_messages: found.span_text(&names.output_messages),
         }
     }
 
-    fn lookup(&self, span: &Span, field: Field) -> Option<String> {
-        span_only(span, &self.presets, field).or_else(|| {
-            self.presets
-                .iter()
-                .flat_map(|preset| field(preset).iter())
-                .find_map(|name| span.resource.attributes.get_text(name))
-        })
-    }
-
-    /// Finds the first `tool_call_id` in the JSON of the `tool_output`
-    /// attributes.
-    fn call_id_in_output(&self, span: &Span) -> Option<String> {
-        self.presets
-            .iter()
-            .flat_map(|preset| preset.tool_output.iter())
-            .filter_map(|name| span.attributes.get_text(name))
-            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .find_map(|json| find_call_id(&json, 0))
-    }
-
-    fn kind(&self, span: &Span) -> Option<StepKind> {
+    fn kind(&self, found: &Found<'_>) -> Option<StepKind> {
         self.presets
             .iter()
             .flat_map(|preset| preset.kinds.iter())
-            .find(|rule| rule_matches(rule, span))
-            .map(|rule| rule.kind)
+            .zip(&self.names.rules)
+            .find(|(rule, attribute)| rule_matches(rule, **attribute, found))
+            .map(|(rule, _)| rule.kind)
     }
 }
 
-fn span_only(span: &Span, presets: &[Preset], field: Field) -> Option<String> {
-    presets
+/// Finds the first `tool_call_id` in the JSON of the `tool_output`
+/// attributes.
+fn call_id_in_output(found: &Found<'_>, tool_output: &[u32]) -> Option<String> {
+    tool_output
         .iter()
-        .flat_map(|preset| field(preset).iter())
-        .find_map(|name| span.attributes.get_text(name))
+        .filter_map(|&id| found.span_text(&[id]))
+        .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .find_map(|json| find_call_id(&json, 0))
 }
 
 /// Maximum object depth that [`find_call_id`] searches. LangChain's
@@ -222,9 +342,9 @@ fn find_call_id(json: &serde_json::Value, depth: usize) -> Option<String> {
         .find_map(|value| find_call_id(value, depth + 1))
 }
 
-fn rule_matches(rule: &KindRule, span: &Span) -> bool {
-    if let Some(attribute) = &rule.attribute {
-        let Some(value) = span.attributes.get_text(attribute) else {
+fn rule_matches(rule: &KindRule, attribute: Option<u32>, found: &Found<'_>) -> bool {
+    if let Some(attribute) = attribute {
+        let Some(value) = found.span_text(&[attribute]) else {
             return false;
         };
         return rule.equals.is_empty()
@@ -233,11 +353,12 @@ fn rule_matches(rule: &KindRule, span: &Span) -> bool {
                 .iter()
                 .any(|expected| expected.eq_ignore_ascii_case(value.trim()));
     }
-    rule.span_name.iter().any(|name| *name == *span.name)
+    let name = &*found.span.name;
+    rule.span_name.iter().any(|candidate| candidate == name)
         || rule
             .span_name_prefix
             .iter()
-            .any(|prefix| span.name.starts_with(prefix.as_str()))
+            .any(|prefix| name.starts_with(prefix.as_str()))
 }
 
 #[cfg(test)]
