@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use agent_ledger::config::Config;
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use bytesize::ByteSize;
 use common::process::{Endpoint, ReceiverProcess};
@@ -358,13 +359,35 @@ async fn wait_for_metric(admin_url: &str, line: &str) -> bool {
 /// every acknowledged workflow is stored once ClickHouse is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_backlog_retryable_without_eviction() {
-    let data = spool_dir("backlog-clickhouse");
+    backlog_refuses_before_its_bound("backlog", |config| {
+        config.assembler.max_buffered_spans = 2_000;
+    })
+    .await;
+}
+
+/// As above with the spool's disk budget as the tighter bound: the receiver
+/// refuses with the backlog's one-second retry delay once the spool holds
+/// 90% of its budget, instead of filling it and answering `spool_full`.
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_near_budget_answers_backlog_full() {
+    backlog_refuses_before_its_bound("spool_budget", |config| {
+        config.spool.max_bytes = ByteSize::kib(768);
+        config.spool.segment_bytes = ByteSize::kib(64);
+    })
+    .await;
+}
+
+/// Stops ClickHouse, sends workflows until a request is refused, checks
+/// that the refusal is the backlog's, then restarts ClickHouse and checks
+/// that every acknowledged workflow is stored once and none was evicted.
+async fn backlog_refuses_before_its_bound(name: &str, bound: impl FnOnce(&mut Config)) {
+    let data = spool_dir(&format!("{name}-clickhouse"));
     let mut endpoint = Endpoint::start(&data).await;
-    let mut config = test_config("backlog");
+    let mut config = test_config(name);
     config.clickhouse.url = endpoint.url();
     config.clickhouse.retry_max = Duration::from_secs(1);
-    config.assembler.max_buffered_spans = 2_000;
     config.assembler.settle = Duration::from_millis(100);
+    bound(&mut config);
     let mut harness = Harness::start(config).await;
     endpoint.stop();
 
@@ -397,6 +420,10 @@ async fn full_backlog_retryable_without_eviction() {
     assert!(
         metrics.contains(r#"agent_ledger_requests_total{code="backlog_full"}"#),
         "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"agent_ledger_requests_total{code="spool_full"}"#),
+        "the backlog refuses before the spool is full: {metrics}"
     );
 
     endpoint.restart().await;

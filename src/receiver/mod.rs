@@ -140,12 +140,14 @@ impl Receiver {
         self
     }
 
-    /// Rejects requests with [`ExportError::Backlogged`] while the assembler
-    /// has at least `spans` waiting spans (the `buffered_spans` gauge) and
-    /// traces due for completion wait for the sink (the `completion_backlog`
-    /// gauge). Spans that only wait for a root never cause a rejection. The
-    /// oldest of them are evicted instead, so they cannot block the roots of
-    /// other workflows.
+    /// Rejects requests with [`ExportError::Backlogged`] while traces due
+    /// for completion wait for the sink (the `completion_backlog` gauge) and
+    /// either the assembler has at least `spans` waiting spans (the
+    /// `buffered_spans` gauge) or the spool holds 90% of its disk budget.
+    /// The backlog's short retry delay then paces senders while ClickHouse
+    /// catches up, before the spool's budget runs out. Spans that only wait
+    /// for a root never cause a rejection. The oldest of them are evicted
+    /// instead, so they cannot block the roots of other workflows.
     pub fn with_backlog_limit(mut self, spans: usize) -> Self {
         self.backlog_limit = Some(spans);
         self
@@ -208,8 +210,8 @@ impl Receiver {
         // The 10% margin below the bound absorbs that only up to about
         // `max_buffered_spans / 10` spans in flight.
         if let Some(limit) = self.backlog_limit
-            && self.metrics.buffered_spans.get() >= limit as i64
             && self.metrics.completion_backlog.get() > 0
+            && (self.metrics.buffered_spans.get() >= limit as i64 || self.spool_nearly_full())
         {
             return Err(ExportError::Backlogged);
         }
@@ -246,6 +248,13 @@ impl Receiver {
             .await
             .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
+    }
+
+    /// Whether the spool holds at least 90% of its disk budget.
+    fn spool_nearly_full(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|spool| spool.bytes() >= spool.max_bytes() / 10 * 9)
     }
 
     fn count_limits(&self, converted: &convert::Converted) {

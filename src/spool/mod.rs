@@ -357,6 +357,16 @@ impl Spool {
             .collect()
     }
 
+    /// Bytes the spool's segments take, against [`Spool::max_bytes`].
+    pub fn bytes(&self) -> u64 {
+        self.shared.lock().unwrap().total_bytes
+    }
+
+    /// The disk budget; appends beyond it fail with [`SpoolError::Full`].
+    pub fn max_bytes(&self) -> u64 {
+        self.config.max_bytes.as_u64()
+    }
+
     /// Current figures, for metrics.
     pub fn stats(&self) -> SpoolStats {
         let shared = self.shared.lock().unwrap();
