@@ -46,6 +46,11 @@ pub const MAX_ERROR_MESSAGE: usize = 4096;
 /// Delay suggested to clients in `RetryInfo` when the receiver is stopping.
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a request waits for the backlog to drain below its limit before
+/// it is refused, and how often it looks.
+const BACKLOG_WAIT: Duration = Duration::from_secs(2);
+const BACKLOG_POLL: Duration = Duration::from_millis(25);
+
 /// Delay suggested when the spool is full: ClickHouse needs a few seconds to
 /// confirm older spans, and a shorter delay only adds refused requests.
 pub const SPOOL_FULL_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -140,12 +145,13 @@ impl Receiver {
         self
     }
 
-    /// Rejects requests with [`ExportError::Backlogged`] while traces due
-    /// for completion wait for the sink (the `completion_backlog` gauge) and
-    /// either the assembler has at least `spans` waiting spans (the
-    /// `buffered_spans` gauge) or the spool holds 90% of its disk budget.
-    /// The backlog's short retry delay then paces senders while ClickHouse
-    /// catches up, before the spool's budget runs out. Spans that only wait
+    /// Holds requests back while traces due for completion wait for the
+    /// sink (the `completion_backlog` gauge) and either the assembler has
+    /// at least `spans` waiting spans (the `buffered_spans` gauge) or the
+    /// spool holds 90% of its disk budget. A request waits up to two
+    /// seconds for the backlog to drop below the limit, which paces senders
+    /// to ClickHouse's speed, and is then refused with
+    /// [`ExportError::Backlogged`], before the spool's budget runs out. Spans that only wait
     /// for a root never cause a rejection. The oldest of them are evicted
     /// instead, so they cannot block the roots of other workflows.
     pub fn with_backlog_limit(mut self, spans: usize) -> Self {
@@ -209,11 +215,16 @@ impl Receiver {
         // concurrent requests that arrive before then all pass this check.
         // The 10% margin below the bound absorbs that only up to about
         // `max_buffered_spans / 10` spans in flight.
-        if let Some(limit) = self.backlog_limit
-            && self.metrics.completion_backlog.get() > 0
-            && (self.metrics.buffered_spans.get() >= limit as i64 || self.spool_nearly_full())
-        {
-            return Err(ExportError::Backlogged);
+        if self.backlogged() {
+            // A short wait paces the sender to ClickHouse's speed; a refusal
+            // would make it wait for the whole retry delay instead.
+            let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
+            while self.backlogged() {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ExportError::Backlogged);
+                }
+                tokio::time::sleep(BACKLOG_POLL).await;
+            }
         }
         let context = RequestContext {
             received_at_unix_nano: crate::now_unix_nano(),
@@ -248,6 +259,15 @@ impl Receiver {
             .await
             .map_err(|_| ExportError::Unavailable)?;
         Ok(report.into_response())
+    }
+
+    /// Whether the backlog limit of [`Receiver::with_backlog_limit`] is
+    /// reached.
+    fn backlogged(&self) -> bool {
+        self.backlog_limit.is_some_and(|limit| {
+            self.metrics.completion_backlog.get() > 0
+                && (self.metrics.buffered_spans.get() >= limit as i64 || self.spool_nearly_full())
+        })
     }
 
     /// Whether the spool holds at least 90% of its disk budget.
@@ -405,4 +425,52 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(end);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request that finds the backlog full waits for it to drain and is
+    /// then taken; one that still finds it full after the wait is refused.
+    #[tokio::test(start_paused = true)]
+    async fn backlogged_request_waits_then_proceeds_or_is_refused() {
+        let (assembler, mut batches) = crate::assembler::task::channel();
+        let metrics = Arc::new(Metrics::default());
+        let receiver = Arc::new(
+            Receiver::new(assembler, metrics.clone(), Policy::default()).with_backlog_limit(10),
+        );
+        metrics.buffered_spans.set(10);
+        metrics.completion_backlog.set(1);
+
+        let held = tokio::spawn({
+            let receiver = receiver.clone();
+            async move {
+                receiver
+                    .export(ExportTraceServiceRequest::default(), Arc::from("sender"))
+                    .await
+            }
+        });
+        tokio::time::sleep(BACKLOG_WAIT / 2).await;
+        assert!(
+            !held.is_finished(),
+            "the request waits while the backlog is full"
+        );
+        metrics.completion_backlog.set(0);
+        let taken = tokio::spawn(async move { batches.recv().await });
+        assert!(
+            held.await.unwrap().is_ok(),
+            "taken once the backlog drained"
+        );
+        drop(taken);
+
+        metrics.completion_backlog.set(1);
+        let refused = receiver
+            .export(ExportTraceServiceRequest::default(), Arc::from("sender"))
+            .await;
+        assert!(
+            matches!(refused, Err(ExportError::Backlogged)),
+            "refused after the wait: {refused:?}"
+        );
+    }
 }
