@@ -119,13 +119,13 @@ fn context() -> RequestContext {
 }
 
 fn main() {
-    let wanted: u64 = std::env::args()
+    let requested: u64 = std::env::args()
         .skip(1)
         .find(|arg| !arg.starts_with('-'))
         .map(|arg| arg.parse().expect("SPANS is a number"))
         .unwrap_or(200_000);
     let spans_per_request = spans(1).len() as u64;
-    let requests = wanted.div_ceil(spans_per_request);
+    let requests = requested.div_ceil(spans_per_request);
     let now = Instant::now();
 
     // Waiting: every span's body is in the spool, so the assembler keeps

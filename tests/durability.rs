@@ -359,7 +359,7 @@ async fn wait_for_metric(admin_url: &str, line: &str) -> bool {
 /// every acknowledged workflow is stored once ClickHouse is back.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_backlog_retryable_without_eviction() {
-    backlog_refuses_before_its_bound("backlog", |config| {
+    backlog_rejects_before_bound("backlog", |config| {
         config.assembler.max_buffered_spans = 2_000;
     })
     .await;
@@ -370,7 +370,7 @@ async fn full_backlog_retryable_without_eviction() {
 /// 90% of its budget, instead of filling it and answering `spool_full`.
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_near_budget_answers_backlog_full() {
-    backlog_refuses_before_its_bound("spool_budget", |config| {
+    backlog_rejects_before_bound("spool_budget", |config| {
         config.spool.max_bytes = ByteSize::kib(768);
         config.spool.segment_bytes = ByteSize::kib(64);
     })
@@ -380,7 +380,7 @@ async fn spool_near_budget_answers_backlog_full() {
 /// Stops ClickHouse, sends workflows until a request is refused, checks
 /// that the refusal is the backlog's, then restarts ClickHouse and checks
 /// that every acknowledged workflow is stored once and none was evicted.
-async fn backlog_refuses_before_its_bound(name: &str, bound: impl FnOnce(&mut Config)) {
+async fn backlog_rejects_before_bound(name: &str, bound: impl FnOnce(&mut Config)) {
     let data = spool_dir(&format!("{name}-clickhouse"));
     let mut endpoint = Endpoint::start(&data).await;
     let mut config = test_config(name);

@@ -50,7 +50,7 @@ async fn appended_spans_read_back() {
     spool.close();
 }
 
-/// Bodies read together come back in the order asked for, whether they lie
+/// Bodies read together come back in the order requested, whether they lie
 /// next to each other, in other records or in other segments, and a body
 /// whose checksum does not match fails alone.
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn bodies_read_together_match_single_reads() {
     );
     let mut corrupt = locations[1];
     corrupt.crc ^= 1;
-    let asked = vec![
+    let requested = vec![
         locations[4],
         locations[0],
         corrupt,
@@ -78,11 +78,11 @@ async fn bodies_read_together_match_single_reads() {
         locations[3],
     ];
 
-    let bodies = spool.read_many(&asked);
+    let bodies = spool.read_many(&requested);
 
-    assert_eq!(bodies.len(), asked.len(), "one result per location");
+    assert_eq!(bodies.len(), requested.len(), "one result per location");
     let expected: [Option<&[u8]>; 5] = [Some(b"b2"), Some(b"a1"), None, Some(b"a3"), Some(b"b1")];
-    for ((body, expected), location) in bodies.iter().zip(expected).zip(&asked) {
+    for ((body, expected), location) in bodies.iter().zip(expected).zip(&requested) {
         match expected {
             Some(expected) => {
                 let body = body.as_ref().expect("the body reads back");

@@ -782,7 +782,7 @@ mod tests {
     /// settle time from its last arrival, the root wait for spans without
     /// one, and earlier again when a root arrives during the root wait.
     #[test]
-    fn due_hands_out_each_trace_once_when_its_time_comes() {
+    fn due_traces_handed_out_once() {
         let mut assembler = assembler(limits());
         let t0 = Instant::now();
         let mut out = Vec::new();

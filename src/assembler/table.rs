@@ -3,8 +3,8 @@
 //! Each trace keeps a few such maps. A hash map holding 8 entries has 16
 //! buckets, so most traces, which have a handful of spans, would pay for
 //! twice the entries they hold. Up to [`SMALL`] entries are kept in a vector
-//! and found by a linear scan, which is also faster than hashing at that
-//! size; larger traces switch to a hash map.
+//! and found by a linear scan, which at that size is also faster than
+//! hashing. Larger traces switch to a hash map.
 
 use std::collections::hash_map;
 

@@ -159,6 +159,7 @@ impl Names {
                 .map(|name| id(name))
                 .collect()
         };
+
         let agent_name = field(|preset| &preset.agent_name);
         let agent_id = field(|preset| &preset.agent_id);
         let agent_version = field(|preset| &preset.agent_version);
@@ -176,6 +177,7 @@ impl Names {
             .map(|rule| rule.attribute.as_deref().map(&mut id))
             .collect();
         let origin_type = id(ORIGIN_TYPE);
+
         Names {
             ids,
             agent_name,
@@ -209,8 +211,8 @@ impl Names {
     }
 }
 
-/// Where a span's attributes and resource attributes hold the presets'
-/// names.
+/// Positions of the presets' names among a span's attributes and resource
+/// attributes.
 struct Found<'a> {
     span: &'a Span,
     in_span: Vec<u32>,
@@ -226,8 +228,8 @@ impl<'a> Found<'a> {
         }
     }
 
-    /// The first non-blank text among `ids` in the span's attributes, as
-    /// [`Attributes::get_text`] would find it.
+    /// Returns the first non-blank text among `ids` in the span's
+    /// attributes, as [`Attributes::get_text`] would find it.
     fn span_text(&self, ids: &[u32]) -> Option<String> {
         text_at(&self.span.attributes, &self.in_span, ids)
     }

@@ -145,7 +145,7 @@ impl Receiver {
         self
     }
 
-    /// Holds requests back while traces due for completion wait for the
+    /// Delays requests while traces due for completion wait for the
     /// sink (the `completion_backlog` gauge) and either the assembler has
     /// at least `spans` waiting spans (the `buffered_spans` gauge) or the
     /// spool holds 90% of its disk budget. A request waits up to two
@@ -261,8 +261,8 @@ impl Receiver {
         Ok(report.into_response())
     }
 
-    /// Whether the backlog limit of [`Receiver::with_backlog_limit`] is
-    /// reached.
+    /// Checks whether the backlog limit of [`Receiver::with_backlog_limit`]
+    /// is reached.
     fn backlogged(&self) -> bool {
         self.backlog_limit.is_some_and(|limit| {
             self.metrics.completion_backlog.get() > 0
@@ -270,7 +270,7 @@ impl Receiver {
         })
     }
 
-    /// Whether the spool holds at least 90% of its disk budget.
+    /// Checks whether the spool uses at least 90% of its disk budget.
     fn spool_nearly_full(&self) -> bool {
         self.spool
             .as_ref()
@@ -432,7 +432,8 @@ mod tests {
     use super::*;
 
     /// A request that finds the backlog full waits for it to drain and is
-    /// then taken; one that still finds it full after the wait is refused.
+    /// then accepted. A request that still finds it full after the wait is
+    /// rejected.
     #[tokio::test(start_paused = true)]
     async fn backlogged_request_waits_then_proceeds_or_is_refused() {
         let (assembler, mut batches) = crate::assembler::task::channel();

@@ -362,7 +362,8 @@ impl Spool {
         self.shared.lock().unwrap().total_bytes
     }
 
-    /// The disk budget; appends beyond it fail with [`SpoolError::Full`].
+    /// Returns the disk budget, beyond which appends fail with
+    /// [`SpoolError::Full`].
     pub fn max_bytes(&self) -> u64 {
         self.config.max_bytes.as_u64()
     }
