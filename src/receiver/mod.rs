@@ -145,15 +145,15 @@ impl Receiver {
         self
     }
 
-    /// Delays requests while traces due for completion wait for the
-    /// sink (the `completion_backlog` gauge) and either the assembler has
-    /// at least `spans` waiting spans (the `buffered_spans` gauge) or the
-    /// spool holds 90% of its disk budget. A request waits up to two
-    /// seconds for the backlog to drop below the limit, which paces senders
-    /// to ClickHouse's speed, and is then refused with
-    /// [`ExportError::Backlogged`], before the spool's budget runs out. Spans that only wait
-    /// for a root never cause a rejection. The oldest of them are evicted
-    /// instead, so they cannot block the roots of other workflows.
+    /// Delays requests while traces due for completion wait for the sink
+    /// (the `completion_backlog` gauge) and either the assembler has at
+    /// least `spans` waiting spans (the `buffered_spans` gauge) or the spool
+    /// uses 90% of its disk budget. A request waits up to two seconds for
+    /// the backlog to drop below the limit, which paces senders to
+    /// ClickHouse's speed, and is then rejected with
+    /// [`ExportError::Backlogged`]. Spans that only wait for a root never
+    /// cause a rejection. The oldest of them are evicted instead, so they
+    /// cannot block the roots of other workflows.
     pub fn with_backlog_limit(mut self, spans: usize) -> Self {
         self.backlog_limit = Some(spans);
         self
