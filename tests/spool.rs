@@ -102,6 +102,37 @@ async fn bodies_read_together_match_single_reads() {
     spool.close();
 }
 
+/// Live bytes count the bodies not yet released: they fall with each
+/// release while the segment files keep their size, and a reopened spool
+/// counts every replayed body as live again.
+#[tokio::test]
+async fn live_bytes_follow_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _, _) = Spool::open(&config(dir.path())).unwrap();
+    let locations = append_spans(&spool, &[b"0123456789", b"01234567890123456789"]).await;
+    assert_eq!(spool.live_bytes(), 30, "both bodies are live");
+    let file_bytes = spool.bytes();
+    assert!(file_bytes > 30, "files also hold record framing");
+
+    spool.release([locations[0]]);
+    assert_eq!(spool.live_bytes(), 20, "the released body no longer counts");
+    assert_eq!(
+        spool.bytes(),
+        file_bytes,
+        "files shrink only by whole segments"
+    );
+    spool.close();
+
+    let (reopened, records, _) = Spool::open(&config(dir.path())).unwrap();
+    assert_eq!(records.len(), 1, "one record replayed");
+    assert_eq!(
+        reopened.live_bytes(),
+        30,
+        "replayed bodies are live until released"
+    );
+    reopened.close();
+}
+
 #[tokio::test]
 async fn reopened_spool_replays_records() {
     let dir = tempfile::tempdir().unwrap();

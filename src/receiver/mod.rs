@@ -148,7 +148,8 @@ impl Receiver {
     /// Delays requests while traces due for completion wait for the sink
     /// (the `completion_backlog` gauge) and either the assembler has at
     /// least `spans` waiting spans (the `buffered_spans` gauge) or the spool
-    /// uses 90% of its disk budget. A request waits up to two seconds for
+    /// is nearly full (80% of its disk budget taken by unconfirmed spans, or
+    /// 95% by its segment files). A request waits up to two seconds for
     /// the backlog to drop below the limit, which paces senders to
     /// ClickHouse's speed, and is then rejected with
     /// [`ExportError::Backlogged`]. Spans that only wait for a root never
@@ -270,11 +271,17 @@ impl Receiver {
         })
     }
 
-    /// Checks whether the spool uses at least 90% of its disk budget.
+    /// Checks whether the spans ClickHouse has not confirmed yet take 80%
+    /// of the spool's disk budget, or its segment files 95%. The first
+    /// falls with every confirmation, so held requests are let through at
+    /// ClickHouse's pace. Segment files shrink only a whole segment at a
+    /// time, and their line leaves room for the segments that confirmed
+    /// spans do not free yet.
     fn spool_nearly_full(&self) -> bool {
-        self.spool
-            .as_ref()
-            .is_some_and(|spool| spool.bytes() >= spool.max_bytes() / 10 * 9)
+        self.spool.as_ref().is_some_and(|spool| {
+            let max = spool.max_bytes();
+            spool.live_bytes() >= max / 10 * 8 || spool.bytes() >= max / 20 * 19
+        })
     }
 
     fn count_limits(&self, converted: &convert::Converted) {

@@ -108,6 +108,8 @@ pub struct SpoolStats {
 struct SegmentInfo {
     bytes: u64,
     live: u64,
+    /// Bytes of the live entries' bodies.
+    live_bytes: u64,
     created: Instant,
 }
 
@@ -117,6 +119,10 @@ struct Shared {
     segments: BTreeMap<u64, SegmentInfo>,
     current: u64,
     total_bytes: u64,
+    /// Bytes of every segment's live entry bodies: what ClickHouse has not
+    /// confirmed yet. It falls span by span, unlike `total_bytes`, which
+    /// falls only when a whole segment is deleted.
+    live_bytes: u64,
     fsyncs: u64,
 }
 
@@ -152,22 +158,26 @@ impl Spool {
         let next_id = scan.segments.keys().next_back().map_or(1, |id| id + 1);
         let mut segments = BTreeMap::new();
         let mut total_bytes = 0;
+        let mut live_bytes = 0;
         for (id, (bytes, live)) in &scan.segments {
             segments.insert(
                 *id,
                 SegmentInfo {
                     bytes: *bytes,
-                    live: *live,
+                    live: live.entries,
+                    live_bytes: live.bytes,
                     created: Instant::now(),
                 },
             );
             total_bytes += bytes;
+            live_bytes += live.bytes;
         }
         let shared = Arc::new(Mutex::new(Shared {
             dir: dir.clone(),
             segments,
             current: next_id,
             total_bytes,
+            live_bytes,
             fsyncs: 0,
         }));
         let (sender, thread) = writer::start(config, shared.clone(), next_id)?;
@@ -310,11 +320,16 @@ impl Spool {
     /// duplicates, or copied forward.
     pub fn release(&self, locations: impl IntoIterator<Item = Location>) {
         let mut shared = self.shared.lock().unwrap();
+        let mut released_bytes = 0;
         for location in locations {
             if let Some(segment) = shared.segments.get_mut(&location.segment) {
                 segment.live = segment.live.saturating_sub(1);
+                let len = u64::from(location.len).min(segment.live_bytes);
+                segment.live_bytes -= len;
+                released_bytes += len;
             }
         }
+        shared.live_bytes = shared.live_bytes.saturating_sub(released_bytes);
     }
 
     /// Deletes the oldest segments that hold nothing live; returns how many.
@@ -336,9 +351,10 @@ impl Spool {
             if id == shared.current || info.live > 0 {
                 break;
             }
-            let bytes = info.bytes;
+            let (bytes, live_bytes) = (info.bytes, info.live_bytes);
             shared.segments.remove(&id);
             shared.total_bytes -= bytes;
+            shared.live_bytes = shared.live_bytes.saturating_sub(live_bytes);
             removable.push((id, shared.segment_path(id)));
         }
         removable
@@ -360,6 +376,13 @@ impl Spool {
     /// Bytes the spool's segments take, against [`Spool::max_bytes`].
     pub fn bytes(&self) -> u64 {
         self.shared.lock().unwrap().total_bytes
+    }
+
+    /// Bytes of the span bodies not yet released. Unlike [`Spool::bytes`]
+    /// it falls with every confirmation, not only when a whole segment is
+    /// deleted.
+    pub fn live_bytes(&self) -> u64 {
+        self.shared.lock().unwrap().live_bytes
     }
 
     /// Returns the disk budget, beyond which appends fail with

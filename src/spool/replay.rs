@@ -35,9 +35,25 @@ pub struct Repairs {
     pub records: usize,
 }
 
+/// Entries of a segment not yet released, and their bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Live {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Live {
+    fn add_record(&mut self, decoded: &record::Decoded<'_>) {
+        let spans = decoded.spans.iter().map(|(blob, _)| blob.len);
+        let rejected = decoded.rejected.iter().map(|(blob, ..)| blob.len);
+        self.entries += (decoded.spans.len() + decoded.rejected.len()) as u64;
+        self.bytes += spans.chain(rejected).map(u64::from).sum::<u64>();
+    }
+}
+
 pub struct Scan {
-    /// Size and live entry count of every segment.
-    pub segments: BTreeMap<u64, (u64, u64)>,
+    /// Size, live entry count and live entry bytes of every segment.
+    pub segments: BTreeMap<u64, (u64, Live)>,
     pub records: Vec<RecordPosition>,
     pub repairs: Repairs,
 }
@@ -87,15 +103,15 @@ fn scan_segment(
     bytes: &[u8],
     newest: bool,
     scan: &mut Scan,
-) -> Result<u64, SpoolError> {
+) -> Result<Live, SpoolError> {
     let mut offset = 0usize;
-    let mut live = 0u64;
+    let mut live = Live::default();
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         match record::decode(rest) {
             Ok(decoded) => {
                 let len = record::record_len(rest).unwrap_or(rest.len());
-                live += (decoded.spans.len() + decoded.rejected.len()) as u64;
+                live.add_record(&decoded);
                 scan.records.push(RecordPosition {
                     segment: id,
                     offset: offset as u64,

@@ -90,6 +90,7 @@ fn register_segment(shared: &Mutex<Shared>, id: u64) {
         SegmentInfo {
             bytes: 0,
             live: 0,
+            live_bytes: 0,
             created: Instant::now(),
         },
     );
@@ -172,9 +173,14 @@ impl Writer {
         self.segment.len += len;
         let mut shared = self.shared.lock().unwrap();
         shared.total_bytes += len;
+        let body_bytes: u64 = (encoded.spans.iter().chain(&encoded.rejected))
+            .map(|blob| u64::from(blob.len))
+            .sum();
+        shared.live_bytes += body_bytes;
         if let Some(info) = shared.segments.get_mut(&self.segment.id) {
             info.bytes += len;
             info.live += (encoded.spans.len() + encoded.rejected.len()) as u64;
+            info.live_bytes += body_bytes;
         }
         Ok(start)
     }
