@@ -141,6 +141,21 @@ async fn metric(harness: &Harness, line_prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits up to 10 s for a metric to reach `at_least`; returns its last
+/// value. The server counts a failed handshake in its own task, which may
+/// run after the client has already seen the failure.
+async fn metric_reaching(harness: &Harness, line_prefix: &str, at_least: f64) -> f64 {
+    let mut value = metric(harness, line_prefix).await;
+    for _ in 0..100 {
+        if value >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        value = metric(harness, line_prefix).await;
+    }
+    value
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_exporter_over_tls_with_token() {
     let setup = TlsSetup::new();
@@ -179,7 +194,7 @@ async fn sdk_exporter_over_tls_with_token() {
     };
     assert!(plain_result.is_some(), "plain HTTP/2 to the TLS port fails");
     assert!(
-        metric(&harness, "agent_ledger_tls_handshake_failures_total").await >= 1.0,
+        metric_reaching(&harness, "agent_ledger_tls_handshake_failures_total", 1.0).await >= 1.0,
         "the failed handshake is counted"
     );
     harness.stop().await;
@@ -298,7 +313,7 @@ async fn mutual_tls_accepts_only_signed_clients() {
         "quarantined rows carry the CN"
     );
     assert!(
-        metric(&harness, "agent_ledger_tls_handshake_failures_total").await >= 2.0,
+        metric_reaching(&harness, "agent_ledger_tls_handshake_failures_total", 2.0).await >= 2.0,
         "refused handshakes are counted"
     );
     harness.stop().await;
