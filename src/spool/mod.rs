@@ -225,11 +225,7 @@ impl Spool {
 
     /// Reads one span's bytes back and checks them.
     pub fn read(&self, location: &Location) -> Result<Vec<u8>, SpoolError> {
-        let file = self.file(location.segment)?;
-        let mut bytes = vec![0; location.len as usize];
-        let path = segment_path(&self.config.dir, location.segment);
-        file.read_exact_at(&mut bytes, location.offset)
-            .map_err(|source| SpoolError::io(&path, source))?;
+        let bytes = self.read_at(location.segment, location.offset, location.len as usize)?;
         check_crc(location, bytes)
     }
 
@@ -262,8 +258,10 @@ impl Spool {
                 end += 1;
             }
             let run = &order[start..end];
-            match self.read_range(first.segment, first.offset, run_end - first.offset) {
+            let run_len = (run_end - first.offset) as usize;
+            match self.read_at(first.segment, first.offset, run_len) {
                 Ok(buffer) => {
+                    let buffer = bytes::Bytes::from(buffer);
                     for &index in run {
                         let location = &locations[index];
                         let from = (location.offset - first.offset) as usize;
@@ -286,22 +284,19 @@ impl Spool {
             .collect()
     }
 
-    fn read_range(&self, segment: u64, offset: u64, len: u64) -> Result<bytes::Bytes, SpoolError> {
+    /// Reads `len` bytes at `offset` of a segment file.
+    fn read_at(&self, segment: u64, offset: u64, len: usize) -> Result<Vec<u8>, SpoolError> {
         let file = self.file(segment)?;
-        let mut bytes = vec![0; len as usize];
+        let mut bytes = vec![0; len];
         let path = segment_path(&self.config.dir, segment);
         file.read_exact_at(&mut bytes, offset)
             .map_err(|source| SpoolError::io(&path, source))?;
-        Ok(bytes::Bytes::from(bytes))
+        Ok(bytes)
     }
 
     /// Reads one whole record found by [`Spool::open`].
     pub fn read_record(&self, position: &RecordPosition) -> Result<ReplayRecord, SpoolError> {
-        let file = self.file(position.segment)?;
-        let mut bytes = vec![0; position.len];
-        let path = segment_path(&self.config.dir, position.segment);
-        file.read_exact_at(&mut bytes, position.offset)
-            .map_err(|source| SpoolError::io(&path, source))?;
+        let bytes = self.read_at(position.segment, position.offset, position.len)?;
         replay::decode_record(position, &bytes)
     }
 
