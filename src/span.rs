@@ -86,6 +86,12 @@ pub enum Value {
 }
 
 impl Value {
+    /// Returns the value's text, or `None` when it is blank.
+    pub fn non_blank_text(&self) -> Option<String> {
+        let text = self.to_text();
+        (!text.trim().is_empty()).then(|| text.to_string())
+    }
+
     /// The value as text, the way it is stored in a ClickHouse `Map` column:
     /// scalars in their natural form, arrays and key-value lists as JSON.
     pub fn to_text(&self) -> Str {
@@ -169,8 +175,7 @@ impl Attributes {
 
     /// The value of `key` as non-empty text, if present.
     pub fn get_text(&self, key: &str) -> Option<String> {
-        let text = self.get(key)?.to_text();
-        (!text.trim().is_empty()).then(|| text.to_string())
+        self.get(key)?.non_blank_text()
     }
 
     /// Attribute pairs as text, for a ClickHouse `Map(String, String)`.

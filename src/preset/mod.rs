@@ -247,8 +247,7 @@ fn text_at(attributes: &Attributes, positions: &[u32], ids: &[u32]) -> Option<St
         if position == ABSENT {
             return None;
         }
-        let text = attributes.0[position as usize].1.to_text();
-        (!text.trim().is_empty()).then(|| text.to_string())
+        attributes.0[position as usize].1.non_blank_text()
     })
 }
 
