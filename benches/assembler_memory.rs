@@ -1,7 +1,7 @@
-//! Heap bytes the assembler holds per span, on the load generator's
+//! Heap bytes the assembler keeps per span, on the load generator's
 //! agent-shaped workflows (8 spans each).
 //!
-//! Two figures, counted by a global allocator that tracks live bytes:
+//! Four figures, counted by a global allocator that tracks live bytes:
 //!
 //! - `waiting_bytes_per_span`: spans whose bodies are in the spool and
 //!   wait for their workflow to settle. The receiver's peak memory under
@@ -9,8 +9,8 @@
 //! - `retained_bytes_per_span`: spans whose workflow was written, kept for
 //!   duplicates and late spans, up to `assembler.max_retained_spans`.
 //! - `sealed_bytes_per_span`: sealed workflows on their way to the sink,
-//!   each span read back from its own spool buffer as in production; the
-//!   sink's input queue holds up to 512 of them.
+//!   each span read back from its own spool buffer as in production. The
+//!   sink's input queue takes up to 128 such workflows.
 //! - `row_bytes_per_span`: the `agent_spans` rows the sink batches, up to
 //!   `clickhouse.batch_rows` of them.
 //!

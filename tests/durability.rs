@@ -367,7 +367,7 @@ async fn full_backlog_retryable_without_eviction() {
 
 /// As above with the spool's disk budget as the tighter bound: the receiver
 /// rejects with the backlog's one-second retry delay once the spool is
-/// nearly full, instead of filling it and answering `spool_full`.
+/// nearly full, instead of filling it and returning `spool_full`.
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_near_budget_answers_backlog_full() {
     backlog_rejects_before_bound("spool_budget", |config| {

@@ -252,7 +252,7 @@ impl Assembler {
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;
         };
-        if trace.taken {
+        if trace.handed_out {
             return;
         }
         let Some(at) = trace.due_at(&self.limits) else {
@@ -355,7 +355,7 @@ impl Assembler {
             trace.queued = None;
             match trace.due_at(&self.limits) {
                 Some(ready) if ready <= now => {
-                    trace.taken = true;
+                    trace.handed_out = true;
                     due.push(trace_id);
                 }
                 Some(_) => self.schedule(trace_id),
@@ -433,7 +433,7 @@ impl Assembler {
         if trace.recall_due.is_some() {
             self.recalls.insert(trace_id);
         }
-        trace.taken = false;
+        trace.handed_out = false;
         if trace.pending.is_empty() {
             // The trace is now kept only for duplicates and late spans, so
             // the room its waiting spans took is given back.

@@ -213,7 +213,7 @@ pub struct TraceState {
     /// Time of this trace's earliest entry in the assembler's check queue.
     pub queued: Option<Instant>,
     /// Handed out as due and not completed since, so not queued again.
-    pub taken: bool,
+    pub handed_out: bool,
 }
 
 impl TraceState {
@@ -231,7 +231,7 @@ impl TraceState {
             recall_attempts: 0,
             issued: Vec::new(),
             queued: None,
-            taken: false,
+            handed_out: false,
         }
     }
 

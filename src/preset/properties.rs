@@ -9,7 +9,7 @@ use super::*;
 use crate::span::{Str, Value};
 use crate::testing::span;
 
-/// The facts as a name-by-name lookup finds them: span attributes before
+/// Resolves the facts by looking up each name in turn: span attributes before
 /// resource attributes, presets in order, names in their listed order.
 fn resolve_by_lookup(presets: &[Preset], span: &Span) -> StepFacts {
     let in_span = |field: Field| {
@@ -74,7 +74,8 @@ fn resolve_by_lookup(presets: &[Preset], span: &Span) -> StepFacts {
     }
 }
 
-/// Every attribute name the built-in presets read, plus one they do not.
+/// Lists every attribute name the built-in presets read, plus one they do
+/// not.
 fn preset_names() -> Vec<String> {
     let mut names: Vec<String> = builtin_presets()
         .iter()

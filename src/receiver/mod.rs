@@ -145,14 +145,14 @@ impl Receiver {
         self
     }
 
-    /// Delays requests while traces due for completion wait for the sink
-    /// (the `completion_backlog` gauge) and either the assembler has at
-    /// least `spans` waiting spans (the `buffered_spans` gauge) or the spool
-    /// is nearly full (80% of its disk budget taken by unconfirmed spans, or
-    /// 95% by its segment files). A request waits up to two seconds for
-    /// the backlog to drop below the limit, which paces senders to
-    /// ClickHouse's speed, and is then rejected with
-    /// [`ExportError::Backlogged`]. Spans that only wait for a root never
+    /// Delays requests while the backlog is full. The backlog is full when
+    /// traces due for completion wait for the sink (the `completion_backlog`
+    /// gauge) and either the assembler has at least `spans` waiting spans
+    /// (the `buffered_spans` gauge) or the spool is nearly full. Nearly full
+    /// means that unconfirmed spans take 80% of its disk budget, or its
+    /// segment files 95%. A request waits up to two seconds for the backlog
+    /// to drain, which paces senders to ClickHouse's speed, and is then
+    /// rejected with [`ExportError::Backlogged`]. Spans that only wait for a root never
     /// cause a rejection. The oldest of them are evicted instead, so they
     /// cannot block the roots of other workflows.
     pub fn with_backlog_limit(mut self, spans: usize) -> Self {
@@ -442,7 +442,7 @@ mod tests {
     /// then accepted. A request that still finds it full after the wait is
     /// rejected.
     #[tokio::test(start_paused = true)]
-    async fn backlogged_request_waits_then_proceeds_or_is_refused() {
+    async fn backlogged_request_waits_then_proceeds() {
         let (assembler, mut batches) = crate::assembler::task::channel();
         let metrics = Arc::new(Metrics::default());
         let receiver = Arc::new(
@@ -451,7 +451,7 @@ mod tests {
         metrics.buffered_spans.set(10);
         metrics.completion_backlog.set(1);
 
-        let held = tokio::spawn({
+        let waiting = tokio::spawn({
             let receiver = receiver.clone();
             async move {
                 receiver
@@ -461,24 +461,24 @@ mod tests {
         });
         tokio::time::sleep(BACKLOG_WAIT / 2).await;
         assert!(
-            !held.is_finished(),
+            !waiting.is_finished(),
             "the request waits while the backlog is full"
         );
         metrics.completion_backlog.set(0);
-        let taken = tokio::spawn(async move { batches.recv().await });
+        let assembler_queue = tokio::spawn(async move { batches.recv().await });
         assert!(
-            held.await.unwrap().is_ok(),
-            "taken once the backlog drained"
+            waiting.await.unwrap().is_ok(),
+            "accepted once the backlog drained"
         );
-        drop(taken);
+        drop(assembler_queue);
 
         metrics.completion_backlog.set(1);
-        let refused = receiver
+        let rejected = receiver
             .export(ExportTraceServiceRequest::default(), Arc::from("sender"))
             .await;
         assert!(
-            matches!(refused, Err(ExportError::Backlogged)),
-            "refused after the wait: {refused:?}"
+            matches!(rejected, Err(ExportError::Backlogged)),
+            "rejected after the wait: {rejected:?}"
         );
     }
 }
