@@ -5,6 +5,7 @@
 //! ClickHouse 26.2 turned asynchronous inserts on by default and an
 //! asynchronous insert is confirmed before it is stored).
 
+pub mod encode;
 pub mod rows;
 pub mod schema;
 pub mod sink;

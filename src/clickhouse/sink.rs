@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use clickhouse::{Row, RowOwned, RowWrite};
 use rand::Rng;
 use serde::Serialize;
@@ -24,8 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::encode::{EncodedSpan, SpanEncoder, span_insert_sql};
 use super::rows::{
-    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, SpanRow, WorkflowRow, workflow_rows,
+    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow, workflow_rows,
 };
 use super::{StoreError, classify};
 use crate::assembler::Sealed;
@@ -33,7 +35,6 @@ use crate::config::ClickhouseConfig;
 use crate::metrics::{Metrics, StatusLabel, TableLabel};
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::seal::ledger::{BatchRow, Ledger, SegmentHead};
-use crate::span::Str;
 use crate::spool::{Location, Spool};
 
 /// Messages for the sink.
@@ -80,10 +81,7 @@ impl SinkHandle {
 pub struct SinkStopped;
 
 /// A table row the sink can write.
-pub trait SinkRow: Row + RowOwned + RowWrite + Serialize + Clone + Send + Sync + 'static
-where
-    Self: for<'a> Row<Value<'a> = Self>,
-{
+pub trait SinkRow: Clone + Send + Sync + 'static {
     /// The row's identity, hashed into the batch's deduplication token.
     fn identity(&self, hasher: &mut Sha256);
 
@@ -91,40 +89,114 @@ where
     fn quarantine(&self, _error: &StoreError) -> Option<RejectedRow> {
         None
     }
+
+    /// Sends `rows` as the INSERT `request` describes.
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send;
 }
 
-impl SinkRow for SpanRow {
+/// One INSERT of a batch: where it goes and its settings.
+pub struct InsertRequest<'a> {
+    client: &'a clickhouse::Client,
+    table: &'a str,
+    token: &'a str,
+    timeout: Duration,
+}
+
+/// Bytes of encoded rows sent as one compressed block.
+const SEND_CHUNK: usize = 256 * 1024;
+
+impl<'a> InsertRequest<'a> {
+    /// An INSERT into `table` through `client`, deduplicated by `token`.
+    pub fn new(
+        client: &'a clickhouse::Client,
+        table: &'a str,
+        token: &'a str,
+        timeout: Duration,
+    ) -> Self {
+        InsertRequest {
+            client,
+            table,
+            token,
+            timeout,
+        }
+    }
+
+    /// Inserts rows through the crate's serializer, which checks them
+    /// against the table's schema.
+    async fn serialized<T>(self, rows: &[T]) -> Result<(), clickhouse::error::Error>
+    where
+        T: Row + RowOwned + RowWrite + Serialize + Send + Sync,
+        T: for<'b> Row<Value<'b> = T>,
+    {
+        let mut insert = self
+            .client
+            .insert::<T>(self.table)
+            .await?
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", self.token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    }
+
+    /// Inserts span rows already encoded in RowBinary, in blocks of about
+    /// [`SEND_CHUNK`] bytes.
+    async fn encoded(self, rows: &[EncodedSpan]) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self
+            .client
+            .insert_formatted_with(span_insert_sql(self.table))
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", self.token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        let mut chunk = BytesMut::new();
+        for row in rows {
+            if !chunk.is_empty() && chunk.len() + row.0.len() > SEND_CHUNK {
+                insert.send(chunk.split().freeze()).await?;
+            }
+            if chunk.capacity() == 0 {
+                chunk.reserve(SEND_CHUNK.max(row.0.len()));
+            }
+            chunk.extend_from_slice(&row.0);
+        }
+        if !chunk.is_empty() {
+            insert.send(chunk.freeze()).await?;
+        }
+        insert.end().await
+    }
+}
+
+impl SinkRow for EncodedSpan {
     fn identity(&self, hasher: &mut Sha256) {
-        hasher.update(self.trace_id.as_bytes());
-        hasher.update(self.span_id.as_bytes());
-        hasher.update(self.segment.to_le_bytes());
+        match self.identity() {
+            Ok((trace_id, span_id, segment)) => {
+                hasher.update(trace_id);
+                hasher.update(span_id);
+                hasher.update(segment.to_le_bytes());
+            }
+            // Unreachable for rows of the encoder; the whole row still
+            // identifies it.
+            Err(_) => hasher.update(&self.0),
+        }
     }
 
     fn quarantine(&self, error: &StoreError) -> Option<RejectedRow> {
-        Some(RejectedRow {
-            timestamp: self.timestamp,
-            trace_id: self.trace_id.to_string(),
-            span_id: self.span_id.clone(),
-            parent_span_id: self.parent_span_id.clone(),
-            trace_state: self.trace_state.to_string(),
-            span_name: self.span_name.to_string(),
-            span_kind: self.span_kind.to_string(),
-            service_name: self.service_name.to_string(),
-            resource_attributes: owned_pairs(&self.resource_attributes),
-            scope_name: self.scope_name.to_string(),
-            scope_version: self.scope_version.to_string(),
-            span_attributes: owned_pairs(&self.span_attributes),
-            duration: self.duration,
-            status_code: self.status_code.to_string(),
-            status_message: self.status_message.to_string(),
-            reason: Reason::ClickhouseRejected.code().to_owned(),
-            detail: error.to_string(),
-            sender: self.sender.to_string(),
-            received_at: self.received_at,
-            raw_span: String::new(),
-            ledger_instance_id: String::new(),
-            ledger_seq: 0,
-        })
+        self.rejected(Reason::ClickhouseRejected, error.to_string())
+            .inspect_err(|malformed| tracing::error!(%malformed, "cannot quarantine a span row"))
+            .ok()
+    }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.encoded(rows)
     }
 }
 
@@ -135,6 +207,13 @@ impl SinkRow for RejectedRow {
         hasher.update(self.reason.as_bytes());
         hasher.update(self.received_at.to_le_bytes());
     }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
+    }
 }
 
 impl SinkRow for WorkflowRow {
@@ -142,6 +221,13 @@ impl SinkRow for WorkflowRow {
         hasher.update(self.workflow_id.as_bytes());
         hasher.update(self.root_span_id.as_bytes());
         hasher.update(self.revision.to_le_bytes());
+    }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
     }
 }
 
@@ -151,6 +237,13 @@ impl SinkRow for CredentialRow {
         hasher.update(self.workflow_id.as_bytes());
         hasher.update(self.span_id.as_bytes());
     }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
+    }
 }
 
 impl SinkRow for LedgerEntryRow {
@@ -158,12 +251,26 @@ impl SinkRow for LedgerEntryRow {
         hasher.update(self.instance_id.as_bytes());
         hasher.update(self.seq.to_le_bytes());
     }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
+    }
 }
 
 impl SinkRow for CheckpointRow {
     fn identity(&self, hasher: &mut Sha256) {
         hasher.update(self.instance_id.as_bytes());
         hasher.update(self.last_seq.to_le_bytes());
+    }
+
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
     }
 }
 
@@ -181,7 +288,7 @@ pub fn deduplication_token<T: SinkRow>(table: &str, rows: &[T]) -> String {
 /// Rows waiting to be written.
 #[derive(Default)]
 struct Batches {
-    spans: Vec<SpanRow>,
+    spans: Vec<EncodedSpan>,
     rejected: Vec<RejectedRow>,
     workflows: Vec<WorkflowRow>,
     /// Spool locations of the spans behind these rows, released once every
@@ -212,6 +319,7 @@ pub struct Sink {
     batches: Batches,
     spool: Option<Arc<Spool>>,
     ledger: Ledger,
+    encoder: SpanEncoder,
 }
 
 impl Sink {
@@ -230,6 +338,7 @@ impl Sink {
             batches: Batches::default(),
             ledger,
             spool: None,
+            encoder: SpanEncoder::default(),
         };
         (sink, SinkHandle { sender }, receiver)
     }
@@ -273,7 +382,9 @@ impl Sink {
                 self.batches.locations.extend(locations);
                 self.batches.segments.extend(SegmentHead::of(&sealed));
                 let rows = workflow_rows(*sealed, crate::now_unix_nano());
-                self.batches.spans.extend(rows.spans);
+                let encoder = &mut self.encoder;
+                let spans = rows.spans.iter().map(|row| encoder.encode(row));
+                self.batches.spans.extend(spans);
                 self.batches.rejected.extend(rows.rejected);
                 self.batches.workflows.extend(rows.workflow);
                 self.batches.credentials.extend(rows.credentials);
@@ -470,19 +581,8 @@ impl Sink {
         rows: &[T],
         token: &str,
     ) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<T>(table)
-            .await
-            .map_err(classify)?
-            .with_setting("insert_deduplicate", "1")
-            .with_setting("insert_deduplication_token", token)
-            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
-            .with_timeouts(Some(self.config.timeout), Some(self.config.timeout));
-        for row in rows {
-            insert.write(row).await.map_err(classify)?;
-        }
-        insert.end().await.map_err(classify)
+        let request = InsertRequest::new(&self.client, table, token, self.config.timeout);
+        T::insert(request, rows).await.map_err(classify)
     }
 }
 
@@ -504,12 +604,4 @@ fn reason_counts(rows: &[RejectedRow]) -> Vec<(Reason, u64)> {
 fn with_jitter(delay: Duration) -> Duration {
     let extra = rand::rng().random_range(0.0..0.25);
     delay.mul_f64(1.0 + extra)
-}
-
-/// Attribute pairs of a span row as owned text, for a quarantine row.
-fn owned_pairs(pairs: &[(Str, Str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(key, value)| (key.to_string(), value.to_string()))
-        .collect()
 }
