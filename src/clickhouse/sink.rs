@@ -282,7 +282,7 @@ pub fn deduplication_token<T: SinkRow>(table: &str, rows: &[T]) -> String {
     for row in rows {
         row.identity(&mut hasher);
     }
-    hex::encode(hasher.finalize())
+    crate::span::lower_hex(&hasher.finalize())
 }
 
 /// Rows waiting to be written.

@@ -26,6 +26,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::clickhouse::rows::{CredentialRow, RejectedRow, SpanRow, WorkflowRow};
+use crate::span::lower_hex;
 
 /// Tag of the `agent_spans` row encoding.
 pub const SPAN_ROW_TAG: &str = "agent-ledger/span-row/v1";
@@ -272,7 +273,7 @@ impl<'a> Header<'a> {
 
     /// `HeaderHash`: SHA-256 of the encoded header, lower-case hex.
     pub fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.encode()))
+        lower_hex(&Sha256::digest(self.encode()))
     }
 }
 
@@ -393,7 +394,7 @@ pub fn row_hash(prev_hash: &str, encoding: &[u8]) -> String {
         Err(_) => hasher.update(prev_hash.as_bytes()),
     }
     hasher.update(encoding);
-    hex::encode(hasher.finalize())
+    lower_hex(&hasher.finalize())
 }
 
 #[cfg(test)]

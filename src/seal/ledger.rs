@@ -28,6 +28,7 @@ use crate::clickhouse::rows::{
 };
 use crate::clickhouse::{StoreError, classify};
 use crate::config::SealConfig;
+use crate::span::lower_hex;
 
 /// Tag of the ledger entry encoding.
 pub const ENTRY_TAG: &str = "agent-ledger/ledger-entry/v1";
@@ -123,7 +124,7 @@ pub fn batch_hash(table: &str, mut row_digests: Vec<[u8; 32]>) -> String {
     for digest in &row_digests {
         hasher.update(digest);
     }
-    hex::encode(hasher.finalize())
+    lower_hex(&hasher.finalize())
 }
 
 /// SHA-256 of one row's encoding, for [`batch_hash`].
@@ -145,7 +146,7 @@ pub fn entry_hash(entry: &LedgerEntryRow) -> String {
     encoder.u32(entry.row_count);
     encoder.str(&entry.prev_entry_hash);
     encoder.i64(entry.received_at);
-    hex::encode(Sha256::digest(encoder.finish()))
+    lower_hex(&Sha256::digest(encoder.finish()))
 }
 
 /// A sealed workflow segment waiting for its ledger entry.
