@@ -32,7 +32,7 @@ use agent_ledger::clickhouse::rows::workflow_rows;
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::Resolver;
-use agent_ledger::receiver::convert::{RequestContext, convert_request, span_from_spool};
+use agent_ledger::receiver::convert::{RequestContext, SpoolDecoder, convert_request};
 use agent_ledger::span::Span;
 use agent_ledger::spool::Location;
 use agent_ledger::validate::Policy;
@@ -168,11 +168,14 @@ fn main() {
     // they were read back from, as after a spool read.
     let before = live();
     let context = context();
+    let mut decoder = SpoolDecoder::default();
     let read_back: Vec<Span> = spans(requests)
         .into_iter()
         .map(|span| {
             let raw = bytes::Bytes::copy_from_slice(&span.raw);
-            span_from_spool(raw, &context, Some(span.content_hash)).expect("the span decodes")
+            decoder
+                .decode(raw, &context, Some(span.content_hash))
+                .expect("the span decodes")
         })
         .collect();
     let mut assembler = Assembler::new(limits(), Policy::default(), Resolver::default());

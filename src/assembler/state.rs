@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::preset::{Resolver, StepFacts, StepKind};
 use crate::quarantine::Reason;
-use crate::receiver::convert::{RequestContext, span_from_spool};
+use crate::receiver::convert::{RequestContext, SpoolDecoder};
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, Verdict};
@@ -168,6 +168,7 @@ impl Loader<'_> {
         };
         let locations: Vec<Location> = spooled.iter().map(|(_, body, _)| body.location).collect();
         let bodies = spool.read_many(&locations);
+        let mut decoder = SpoolDecoder::default();
         for ((span_id, body, content_hash), read) in spooled.into_iter().zip(bodies) {
             let context = RequestContext {
                 received_at_unix_nano: body.received_at_unix_nano,
@@ -175,7 +176,8 @@ impl Loader<'_> {
                 limits: self.limits,
             };
             let span = read.map_err(|error| error.to_string()).and_then(|bytes| {
-                span_from_spool(bytes, &context, content_hash)
+                decoder
+                    .decode(bytes, &context, content_hash)
                     .ok_or_else(|| "it no longer decodes".to_owned())
             });
             match span {

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::otlp;
 use crate::quarantine::{Reason, RejectedSpan};
-use crate::span::{Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value};
+use crate::span::{
+    Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value, lower_hex,
+};
 
 /// Default maximum attributes of one span, resource, event or link: eight
 /// times the OpenTelemetry SDK's default count limit of 128, so spans from
@@ -396,8 +398,8 @@ fn convert_links(
                 )
             })?;
             Ok(Link {
-                trace_id: hex::encode(&link.trace_id),
-                span_id: hex::encode(&link.span_id),
+                trace_id: lower_hex(&link.trace_id),
+                span_id: lower_hex(&link.span_id),
                 trace_state,
                 attributes,
             })
@@ -629,25 +631,126 @@ pub fn rejected_from_bytes(
 /// Decodes a `RawSpan` column value back into a typed span, for re-admitting
 /// a quarantined span whose workflow root arrived later.
 pub fn span_from_raw(raw: Bytes, context: &RequestContext) -> Option<Span> {
-    span_from_spool(raw, context, None)
+    SpoolDecoder::default().decode(raw, context, None)
 }
 
-/// Decodes a span read back from the spool, like [`span_from_raw`]. A given
-/// `content_hash` is the hash computed on arrival, which is then not
-/// computed again.
-pub fn span_from_spool(
-    raw: Bytes,
-    context: &RequestContext,
-    content_hash: Option<[u8; 32]>,
-) -> Option<Span> {
-    let resource_spans = otlp::ResourceSpans::decode(raw.clone()).ok()?;
-    let mut converted = Converted::default();
-    let single = Single {
-        raw: &raw,
-        content_hash,
-    };
-    convert_resource_spans(resource_spans, context, Some(single), &mut converted);
-    converted.spans.into_iter().next()
+/// Decodes spans read back from the spool, like [`span_from_raw`]. Spans
+/// read one after another mostly share their resource and scope (the spans
+/// of one trace from one service), so the decoder keeps the last resource
+/// and scope it converted and reuses them while their encoding is the same.
+/// The attribute limits of every `context` must be the same.
+#[derive(Default)]
+pub struct SpoolDecoder {
+    resource: Option<(Bytes, Arc<Resource>)>,
+    scope: Option<(Bytes, Arc<Scope>)>,
+}
+
+impl SpoolDecoder {
+    /// Decodes one spool record. A given `content_hash` is the hash
+    /// computed on arrival, which is then not computed again.
+    pub fn decode(
+        &mut self,
+        raw: Bytes,
+        context: &RequestContext,
+        content_hash: Option<[u8; 32]>,
+    ) -> Option<Span> {
+        let parts = RecordParts::parse(raw.clone())?;
+        let limits = &context.limits;
+        let resource = cached(&mut self.resource, parts.resource, |bytes| {
+            let resource = otlp::Resource::decode(bytes).ok()?;
+            convert_resource(&resource, limits, &mut LimitStats::default()).ok()
+        })?;
+        let scope = cached(&mut self.scope, parts.scope, |bytes| {
+            convert_scope(&otlp::InstrumentationScope::decode(bytes).ok()?).ok()
+        })?;
+        let span = otlp::Span::decode(parts.span).ok()?;
+        let mut stats = LimitStats::default();
+        convert_span(
+            &span,
+            resource,
+            scope,
+            context,
+            raw,
+            content_hash,
+            &mut stats,
+        )
+        .ok()
+    }
+}
+
+/// The converted value for `bytes`: the one in `slot` when it was made
+/// from the same bytes, otherwise a new one from `convert`, kept in `slot`.
+fn cached<T>(
+    slot: &mut Option<(Bytes, Arc<T>)>,
+    bytes: Bytes,
+    convert: impl FnOnce(Bytes) -> Option<Arc<T>>,
+) -> Option<Arc<T>> {
+    if let Some((key, value)) = slot
+        && *key == bytes
+    {
+        return Some(value.clone());
+    }
+    let value = convert(bytes.clone())?;
+    *slot = Some((bytes, value.clone()));
+    Some(value)
+}
+
+/// The encodings of the resource, scope and span of a spool record: a
+/// `ResourceSpans` with one `ScopeSpans` that holds one span. A missing
+/// resource or scope is empty, as prost decodes it.
+struct RecordParts {
+    resource: Bytes,
+    scope: Bytes,
+    span: Bytes,
+}
+
+impl RecordParts {
+    fn parse(raw: Bytes) -> Option<RecordParts> {
+        let mut resource = Bytes::new();
+        let mut scope_spans = None;
+        for_each_field(raw, |tag, value| match tag {
+            1 => resource = value,
+            2 => {
+                scope_spans.get_or_insert(value);
+            }
+            _ => {}
+        })?;
+        let mut scope = Bytes::new();
+        let mut span = None;
+        for_each_field(scope_spans?, |tag, value| match tag {
+            1 => scope = value,
+            2 => {
+                span.get_or_insert(value);
+            }
+            _ => {}
+        })?;
+        Some(RecordParts {
+            resource,
+            scope,
+            span: span?,
+        })
+    }
+}
+
+/// Calls `field` with the number and contents of each length-delimited
+/// field of the message `bytes`, and skips fields of other wire types.
+/// Returns `None` when the message does not decode.
+fn for_each_field(mut bytes: Bytes, mut field: impl FnMut(u32, Bytes)) -> Option<()> {
+    use prost::bytes::Buf;
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    while bytes.has_remaining() {
+        let (tag, wire_type) = decode_key(&mut bytes).ok()?;
+        if wire_type == WireType::LengthDelimited {
+            let len = usize::try_from(decode_varint(&mut bytes).ok()?).ok()?;
+            if len > bytes.remaining() {
+                return None;
+            }
+            field(tag, bytes.split_to(len));
+        } else {
+            skip_field(wire_type, tag, &mut bytes, DecodeContext::default()).ok()?;
+        }
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -1164,6 +1267,58 @@ mod tests {
             let decoded = span_from_raw(span.raw.clone(), &context());
 
             assert_eq!(decoded.as_ref(), Some(span), "span {}", span.span_id);
+        }
+    }
+
+    #[test]
+    fn spool_decoder_shares_only_an_unchanged_resource_and_scope() {
+        let request = request(vec![
+            resource_spans(
+                service("a"),
+                scope(b"sdk"),
+                vec![valid_span(1), valid_span(2)],
+            ),
+            resource_spans(service("b"), scope(b"sdk"), vec![valid_span(3)]),
+            resource_spans(service("a"), scope(b"other"), vec![valid_span(4)]),
+        ]);
+        let converted = convert_request(request, &context());
+        let mut decoder = SpoolDecoder::default();
+        let decoded: Vec<Span> = converted
+            .spans
+            .iter()
+            .map(|span| decoder.decode(span.raw.clone(), &context(), None).unwrap())
+            .collect();
+
+        assert_eq!(decoded, converted.spans);
+        assert!(Arc::ptr_eq(&decoded[0].resource, &decoded[1].resource));
+        assert!(Arc::ptr_eq(&decoded[0].scope, &decoded[1].scope));
+        assert_eq!(&*decoded[2].resource.service_name, "b");
+        assert!(Arc::ptr_eq(&decoded[1].scope, &decoded[2].scope));
+        assert_eq!(&*decoded[3].resource.service_name, "a");
+        assert_eq!(&*decoded[3].scope.name, "other");
+    }
+
+    #[test]
+    fn spool_decoder_reads_records_with_unknown_fields_and_rejects_cut_ones() {
+        let request = request(vec![resource_spans(
+            service("a"),
+            scope(b"sdk"),
+            vec![valid_span(1)],
+        )]);
+        let span = convert_request(request, &context()).spans.remove(0);
+        // Field 3 of ResourceSpans is schema_url; field 9 is unknown.
+        let mut extended = span.raw.to_vec();
+        extended.extend_from_slice(&[0x1a, 3, b'u', b'r', b'l', 0x48, 7]);
+        let decoded = SpoolDecoder::default().decode(Bytes::from(extended), &context(), None);
+        assert_eq!(decoded.map(|decoded| decoded.span_id), Some(span.span_id));
+
+        for len in 0..span.raw.len() {
+            let cut = span.raw.slice(..len);
+            assert_eq!(
+                SpoolDecoder::default().decode(cut, &context(), None),
+                None,
+                "record cut at {len}"
+            );
         }
     }
 
