@@ -11,8 +11,8 @@
 //! - `sealed_bytes_per_span`: sealed workflows on their way to the sink,
 //!   each span read back from its own spool buffer as in production. The
 //!   sink's input queue takes up to 128 such workflows.
-//! - `row_bytes_per_span`: the `agent_spans` rows the sink batches, up to
-//!   `clickhouse.batch_rows` of them.
+//! - `row_bytes_per_span`: the `agent_spans` rows the sink batches, encoded
+//!   in RowBinary, up to `clickhouse.batch_rows` of them.
 //!
 //! The figures are requested bytes; the allocator in production adds its
 //! own overhead on top.
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use agent_ledger::assembler::Emitted;
 use agent_ledger::assembler::{Assembler, Limits};
+use agent_ledger::clickhouse::encode::SpanEncoder;
 use agent_ledger::clickhouse::rows::workflow_rows;
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
@@ -185,9 +186,11 @@ fn main() {
     drop(assembler);
     let sealed_bytes = live() - before;
     let mut rows = Vec::new();
+    let mut encoder = SpanEncoder::default();
     for emitted in out {
         if let Emitted::Workflow(sealed) = emitted {
-            rows.extend(workflow_rows(*sealed, 0).spans);
+            let spans = workflow_rows(*sealed, 0).spans;
+            rows.extend(spans.iter().map(|row| encoder.encode(row)));
         }
     }
     rows.shrink_to_fit();

@@ -3,12 +3,13 @@
 //! attributes, about 1 KB each, 5% invalid workflows).
 //!
 //! Each stage is measured alone and then all of them together. Throughput
-//! is reported per span. `rowbinary` writes the span rows with the
-//! `clickhouse` crate to its in-process mock server, so it measures the
-//! crate's RowBinary serializer (with and without LZ4) plus a loopback HTTP
-//! transfer. The mock turns the crate's schema validation off, whereas the
-//! receiver inserts with validation on (`RowBinaryWithNamesAndTypes`), so
-//! this figure omits the validation cost.
+//! is reported per span. `rowbinary` writes the span rows to the
+//! `clickhouse` crate's in-process mock server over loopback HTTP: `encoded`
+//! as the receiver does (its own RowBinary encoder, LZ4), `lz4` and
+//! `uncompressed` with the crate's serializer, which the receiver uses for
+//! the other tables. The mock turns the crate's schema validation off,
+//! whereas the receiver's inserts of the other tables run it
+//! (`RowBinaryWithNamesAndTypes`).
 //!
 //! ```text
 //! cargo bench --bench hot_path
@@ -20,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed};
+use agent_ledger::clickhouse::encode::{EncodedSpan, SpanEncoder};
 use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use agent_ledger::clickhouse::sink::{InsertRequest, SinkRow};
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
@@ -177,6 +180,17 @@ fn process_batch(fixture: &Fixture) -> BatchRows {
     rows
 }
 
+/// Encodes `rows` and inserts them as the sink does.
+async fn insert_encoded(client: &clickhouse::Client, mock: &Mock, rows: &[SpanRow]) {
+    mock.add(handlers::record_ddl());
+    let mut encoder = SpanEncoder::default();
+    let encoded: Vec<EncodedSpan> = rows.iter().map(|row| encoder.encode(row)).collect();
+    let request = InsertRequest::new(client, "agent_spans", "bench", Duration::from_secs(10));
+    EncodedSpan::insert(request, &encoded)
+        .await
+        .expect("the mock accepts the insert");
+}
+
 async fn insert<T>(client: &clickhouse::Client, mock: &Mock, table: &str, rows: &[T])
 where
     T: clickhouse::RowOwned + clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
@@ -289,6 +303,21 @@ fn rowbinary(c: &mut Criterion) {
     let mock = Mock::new();
     let mut group = c.benchmark_group("rowbinary");
     group.throughput(Throughput::Elements(fixture.span_rows.len() as u64));
+    group.bench_function("encode_only", |b| {
+        b.iter(|| {
+            let mut encoder = SpanEncoder::default();
+            let encoded: Vec<EncodedSpan> = fixture
+                .span_rows
+                .iter()
+                .map(|row| encoder.encode(row))
+                .collect();
+            encoded
+        })
+    });
+    let client = mock_client(&mock, clickhouse::Compression::Lz4);
+    group.bench_function("encoded", |b| {
+        b.iter(|| runtime.block_on(insert_encoded(&client, &mock, &fixture.span_rows)))
+    });
     for (name, compression) in [
         ("lz4", clickhouse::Compression::Lz4),
         ("uncompressed", clickhouse::Compression::None),
@@ -317,7 +346,7 @@ fn together(c: &mut Criterion) {
         b.iter(|| {
             let rows = process_batch(&fixture);
             runtime.block_on(async {
-                insert(&client, &mock, "agent_spans", &rows.spans).await;
+                insert_encoded(&client, &mock, &rows.spans).await;
                 insert(&client, &mock, "agent_rejected_spans", &rows.rejected).await;
                 insert(&client, &mock, "agent_workflows", &rows.workflows).await;
             })

@@ -14,7 +14,7 @@
 //! is its key, then its value); `Nullable` as a byte that is 1 for NULL, and
 //! after a 0 byte the value.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
@@ -99,6 +99,9 @@ pub struct EncodedSpan(pub Bytes);
 #[derive(Default)]
 pub struct SpanEncoder {
     buffer: BytesMut,
+    /// The row being encoded: small writes to a `Vec` are cheaper than to
+    /// a `BytesMut`.
+    row: Vec<u8>,
 }
 
 /// Bytes the encoder allocates at a time (rows of the load generator's
@@ -108,16 +111,18 @@ const ENCODER_CHUNK: usize = 256 * 1024;
 impl SpanEncoder {
     /// Encodes `row`.
     pub fn encode(&mut self, row: &SpanRow) -> EncodedSpan {
-        if self.buffer.capacity() - self.buffer.len() < ENCODER_CHUNK / 16 {
-            self.buffer.reserve(ENCODER_CHUNK);
+        self.row.clear();
+        encode_span_row(row, &mut self.row);
+        if self.buffer.capacity() - self.buffer.len() < self.row.len() {
+            self.buffer.reserve(ENCODER_CHUNK.max(self.row.len()));
         }
-        encode_span_row(row, &mut self.buffer);
+        self.buffer.extend_from_slice(&self.row);
         EncodedSpan(self.buffer.split().freeze())
     }
 }
 
 /// Writes `row` in [`SPAN_COLUMNS`] order.
-pub fn encode_span_row(row: &SpanRow, out: &mut BytesMut) {
+pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     let mut w = RowWriter(out);
     w.text(&row.trace_id);
     w.text(&row.span_id);
@@ -179,7 +184,7 @@ pub fn encode_span_row(row: &SpanRow, out: &mut BytesMut) {
     w.text(&row.row_hash);
 }
 
-struct RowWriter<'a>(&'a mut BytesMut);
+struct RowWriter<'a>(&'a mut Vec<u8>);
 
 impl RowWriter<'_> {
     fn len(&mut self, mut len: usize) {
@@ -187,16 +192,16 @@ impl RowWriter<'_> {
             let byte = (len & 0x7f) as u8;
             len >>= 7;
             if len == 0 {
-                self.0.put_u8(byte);
+                self.0.push(byte);
                 return;
             }
-            self.0.put_u8(byte | 0x80);
+            self.0.push(byte | 0x80);
         }
     }
 
     fn text(&mut self, text: &str) {
         self.len(text.len());
-        self.0.put_slice(text.as_bytes());
+        self.0.extend_from_slice(text.as_bytes());
     }
 
     fn texts<T: AsRef<str>>(&mut self, texts: &[T]) {
@@ -213,19 +218,19 @@ impl RowWriter<'_> {
     }
 
     fn u8(&mut self, value: u8) {
-        self.0.put_u8(value);
+        self.0.push(value);
     }
 
     fn u32(&mut self, value: u32) {
-        self.0.put_u32_le(value);
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
 
     fn u64(&mut self, value: u64) {
-        self.0.put_u64_le(value);
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
 
     fn i64(&mut self, value: i64) {
-        self.0.put_i64_le(value);
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
 
     fn nullable_i64(&mut self, value: Option<i64>) {
