@@ -174,7 +174,7 @@ fn span_row(span: u64, prompt: &str) -> SpanRow {
         credential_issuer: text("issuer"),
         credential_scopes: vec![text("scope-a"), text("scope-b")],
         credential_issued_at: Some(21),
-        credential_expires_at: (span % 2 == 0).then_some(22),
+        credential_expires_at: span.is_multiple_of(2).then_some(22),
         workflow_credential_id: text("workflow-credential").into(),
         tool_name: text("tool"),
         tool_call_id: text("call"),
