@@ -53,7 +53,7 @@ impl SpanId {
 /// a span row's id columns.
 pub fn lower_hex(bytes: &[u8]) -> String {
     let mut text = vec![0u8; 2 * bytes.len()];
-    hex::encode_to_slice(bytes, &mut text).expect("the buffer holds two digits per byte");
+    hex::encode_to_slice(bytes, &mut text).expect("the buffer has room for two digits per byte");
     String::from_utf8(text).expect("hex digits are ASCII")
 }
 
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_print_as_lower_case_hex_and_parse_back() {
+    fn ids_hex_round_trip() {
         let trace = TraceId([
             0x00, 0x01, 0x0a, 0x0f, 0x10, 0x7f, 0x80, 0x9a, 0xab, 0xbc, 0xcd, 0xde, 0xef, 0xf0,
             0xfe, 0xff,

@@ -127,6 +127,7 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     w.text(&row.trace_id);
     w.text(&row.span_id);
     w.u32(row.segment);
+
     w.i64(row.timestamp);
     w.text(&row.parent_span_id);
     w.text(&row.trace_state);
@@ -142,6 +143,7 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     w.text(&row.status_message);
     w.text(&row.sender);
     w.i64(row.received_at);
+
     w.len(row.events_timestamp.len());
     row.events_timestamp.iter().for_each(|time| w.i64(*time));
     w.texts(&row.events_name);
@@ -154,6 +156,7 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     w.texts(&row.links_trace_state);
     w.len(row.links_attributes.len());
     row.links_attributes.iter().for_each(|pairs| w.pairs(pairs));
+
     w.text(&row.workflow_root_span_id);
     w.u32(row.step_index);
     w.text(&row.step_kind);
@@ -167,12 +170,14 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     w.text(&row.origin_source);
     w.text(&row.task_spec);
     w.text(&row.authorized_by);
+
     w.text(&row.credential_id);
     w.text(&row.credential_issuer);
     w.texts(&row.credential_scopes);
     w.nullable_i64(row.credential_issued_at);
     w.nullable_i64(row.credential_expires_at);
     w.text(&row.workflow_credential_id);
+
     w.text(&row.tool_name);
     w.text(&row.tool_call_id);
     w.texts(&row.violations);
@@ -180,6 +185,7 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
     w.texts(&row.redacted_kinds);
     w.u8(row.write_action);
     w.u8(row.late);
+
     w.text(&row.prev_hash);
     w.text(&row.row_hash);
 }
@@ -244,7 +250,7 @@ impl RowWriter<'_> {
     }
 }
 
-/// An encoded row that ends early or holds a text that is not UTF-8. Rows
+/// An encoded row that ends early or has text that is not UTF-8. Rows
 /// come from [`encode_span_row`], so this is a bug, not bad input.
 #[derive(Debug, thiserror::Error)]
 #[error("an encoded agent_spans row is cut short or not UTF-8")]
@@ -437,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_and_quarantine_row_read_from_the_front() {
+    fn quarantine_row_read_from_front() {
         let row = row();
         let encoded = SpanEncoder::default().encode(&row);
         let (trace_id, span_id, segment) = encoded.identity().unwrap();
@@ -484,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_share_the_encoder_buffer_without_overlap() {
+    fn rows_in_shared_buffer_stay_intact() {
         let mut encoder = SpanEncoder::default();
         let rows: Vec<EncodedSpan> = (0..500).map(|_| encoder.encode(&row())).collect();
         let single = SpanEncoder::default().encode(&row());

@@ -696,7 +696,7 @@ fn cached<T>(
 }
 
 /// The encodings of the resource, scope and span of a spool record: a
-/// `ResourceSpans` with one `ScopeSpans` that holds one span. A missing
+/// `ResourceSpans` with one `ScopeSpans` with one span. A missing
 /// resource or scope is empty, as prost decodes it.
 struct RecordParts {
     resource: Bytes,
@@ -1271,7 +1271,7 @@ mod tests {
     }
 
     #[test]
-    fn spool_decoder_shares_only_an_unchanged_resource_and_scope() {
+    fn decoder_reuses_unchanged_resource_and_scope() {
         let request = request(vec![
             resource_spans(
                 service("a"),
@@ -1298,20 +1298,28 @@ mod tests {
         assert_eq!(&*decoded[3].scope.name, "other");
     }
 
-    #[test]
-    fn spool_decoder_reads_records_with_unknown_fields_and_rejects_cut_ones() {
+    fn single_span() -> Span {
         let request = request(vec![resource_spans(
             service("a"),
             scope(b"sdk"),
             vec![valid_span(1)],
         )]);
-        let span = convert_request(request, &context()).spans.remove(0);
+        convert_request(request, &context()).spans.remove(0)
+    }
+
+    #[test]
+    fn decoder_skips_unknown_record_fields() {
+        let span = single_span();
         // Field 3 of ResourceSpans is schema_url; field 9 is unknown.
         let mut extended = span.raw.to_vec();
         extended.extend_from_slice(&[0x1a, 3, b'u', b'r', b'l', 0x48, 7]);
         let decoded = SpoolDecoder::default().decode(Bytes::from(extended), &context(), None);
         assert_eq!(decoded.map(|decoded| decoded.span_id), Some(span.span_id));
+    }
 
+    #[test]
+    fn decoder_rejects_cut_records() {
+        let span = single_span();
         for len in 0..span.raw.len() {
             let cut = span.raw.slice(..len);
             assert_eq!(
