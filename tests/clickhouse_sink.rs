@@ -199,8 +199,8 @@ async fn encoded_span_rows_read_back_as_written() {
         .await
         .expect("schema applies");
     let client = agent_ledger::clickhouse::client(&config.clickhouse).unwrap();
-    // The middle row is larger than one send block, so the insert spans
-    // several blocks and one row crosses a block boundary.
+    // The middle row is larger than a send block, so the insert sends
+    // three blocks, the middle one larger than the block size.
     let rows = vec![
         span_row(2, "short"),
         span_row(3, &"x".repeat(300 * 1024)),
