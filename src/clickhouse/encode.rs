@@ -1,12 +1,12 @@
 //! `agent_spans` rows in ClickHouse's RowBinary format, encoded once when
 //! the sink takes a sealed workflow.
 //!
-//! The sink keeps each span row as its encoded bytes (about a quarter of
-//! the memory of a [`SpanRow`]) and sends them with an
-//! `INSERT INTO agent_spans (<SPAN_COLUMNS>) FORMAT RowBinary`, so a retried
-//! batch is not serialized again. The column list starts with the columns
-//! a batch's deduplication token and a quarantine row need, so that
-//! [`RowReader`] reads them from the front of an encoded row.
+//! The sink keeps each span row as its encoded bytes (about half the
+//! memory of a [`SpanRow`] and the buffers it points into) and sends them
+//! with an `INSERT INTO agent_spans (<SPAN_COLUMNS>) FORMAT RowBinary`, so
+//! a retried batch is not serialized again. The column list starts with the columns
+//! a batch's deduplication token and a quarantine row need, so that they
+//! are read from the front of an encoded row.
 //!
 //! RowBinary, as ClickHouse reads it: integers and `DateTime64` little
 //! endian; `String` and `LowCardinality(String)` as a LEB128 length and the
@@ -105,7 +105,7 @@ pub struct SpanEncoder {
 }
 
 /// Bytes the encoder allocates at a time (rows of the load generator's
-/// shape take about 1.3 KB).
+/// shape take about 2.5 KB).
 const ENCODER_CHUNK: usize = 256 * 1024;
 
 impl SpanEncoder {
