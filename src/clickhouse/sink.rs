@@ -155,11 +155,13 @@ impl<'a> InsertRequest<'a> {
             .with_setting("insert_deduplication_token", self.token)
             .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
             .with_timeouts(Some(self.timeout), Some(self.timeout));
-        let mut chunk = BytesMut::with_capacity(SEND_CHUNK);
+        let mut chunk = BytesMut::new();
         for row in rows {
             if !chunk.is_empty() && chunk.len() + row.0.len() > SEND_CHUNK {
-                let full = std::mem::replace(&mut chunk, BytesMut::with_capacity(SEND_CHUNK));
-                insert.send(full.freeze()).await?;
+                insert.send(chunk.split().freeze()).await?;
+            }
+            if chunk.capacity() == 0 {
+                chunk.reserve(SEND_CHUNK.max(row.0.len()));
             }
             chunk.extend_from_slice(&row.0);
         }
