@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed};
 use agent_ledger::clickhouse::encode::{EncodedSpan, SpanEncoder};
 use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
-use agent_ledger::clickhouse::sink::{InsertRequest, SinkRow};
+use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::{ORIGIN_TYPE, Resolver};

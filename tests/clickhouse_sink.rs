@@ -8,7 +8,7 @@ mod common;
 use agent_ledger::clickhouse::encode::{EncodedSpan, SpanEncoder};
 use agent_ledger::clickhouse::rows::SpanRow;
 use agent_ledger::clickhouse::schema::Schema;
-use agent_ledger::clickhouse::sink::{InsertRequest, SinkRow};
+use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::span::Str;
 use common::*;
 
@@ -130,8 +130,8 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(Str, Str)> {
         .collect()
 }
 
-/// A span row with every column set to a value of its own, so that two
-/// columns swapped in the encoding would read back differently.
+/// Builds a span row with every column set to a value of its own, so that
+/// two columns swapped in the encoding would read back differently.
 fn span_row(span: u64, prompt: &str) -> SpanRow {
     let text = |column: &str| format!("{column}-{span}");
     SpanRow {

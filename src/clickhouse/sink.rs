@@ -81,7 +81,7 @@ impl SinkHandle {
 pub struct SinkStopped;
 
 /// A table row the sink can write.
-pub trait SinkRow: Clone + Send + Sync + 'static {
+pub trait SinkRow: InsertRows + Clone + Send + Sync + 'static {
     /// The row's identity, hashed into the batch's deduplication token.
     fn identity(&self, hasher: &mut Sha256);
 
@@ -89,12 +89,30 @@ pub trait SinkRow: Clone + Send + Sync + 'static {
     fn quarantine(&self, _error: &StoreError) -> Option<RejectedRow> {
         None
     }
+}
 
+/// Row types that can be sent to ClickHouse as one INSERT. Types that
+/// implement the crate's `Row` go through its serializer, and
+/// [`EncodedSpan`] is sent as it is.
+pub trait InsertRows: Sized {
     /// Sends `rows` as the INSERT `request` describes.
     fn insert(
         request: InsertRequest<'_>,
         rows: &[Self],
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send;
+}
+
+impl<T> InsertRows for T
+where
+    T: Row + RowOwned + RowWrite + Serialize + Send + Sync,
+    T: for<'b> Row<Value<'b> = T>,
+{
+    fn insert(
+        request: InsertRequest<'_>,
+        rows: &[Self],
+    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
+        request.serialized(rows)
+    }
 }
 
 /// One INSERT of a batch: where it goes and its settings.
@@ -109,7 +127,8 @@ pub struct InsertRequest<'a> {
 const SEND_CHUNK: usize = 256 * 1024;
 
 impl<'a> InsertRequest<'a> {
-    /// An INSERT into `table` through `client`, deduplicated by `token`.
+    /// Creates an INSERT into `table` through `client`, deduplicated by
+    /// `token`.
     pub fn new(
         client: &'a clickhouse::Client,
         table: &'a str,
@@ -191,7 +210,9 @@ impl SinkRow for EncodedSpan {
             .inspect_err(|malformed| tracing::error!(%malformed, "cannot quarantine a span row"))
             .ok()
     }
+}
 
+impl InsertRows for EncodedSpan {
     fn insert(
         request: InsertRequest<'_>,
         rows: &[Self],
@@ -207,13 +228,6 @@ impl SinkRow for RejectedRow {
         hasher.update(self.reason.as_bytes());
         hasher.update(self.received_at.to_le_bytes());
     }
-
-    fn insert(
-        request: InsertRequest<'_>,
-        rows: &[Self],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        request.serialized(rows)
-    }
 }
 
 impl SinkRow for WorkflowRow {
@@ -221,13 +235,6 @@ impl SinkRow for WorkflowRow {
         hasher.update(self.workflow_id.as_bytes());
         hasher.update(self.root_span_id.as_bytes());
         hasher.update(self.revision.to_le_bytes());
-    }
-
-    fn insert(
-        request: InsertRequest<'_>,
-        rows: &[Self],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        request.serialized(rows)
     }
 }
 
@@ -237,13 +244,6 @@ impl SinkRow for CredentialRow {
         hasher.update(self.workflow_id.as_bytes());
         hasher.update(self.span_id.as_bytes());
     }
-
-    fn insert(
-        request: InsertRequest<'_>,
-        rows: &[Self],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        request.serialized(rows)
-    }
 }
 
 impl SinkRow for LedgerEntryRow {
@@ -251,26 +251,12 @@ impl SinkRow for LedgerEntryRow {
         hasher.update(self.instance_id.as_bytes());
         hasher.update(self.seq.to_le_bytes());
     }
-
-    fn insert(
-        request: InsertRequest<'_>,
-        rows: &[Self],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        request.serialized(rows)
-    }
 }
 
 impl SinkRow for CheckpointRow {
     fn identity(&self, hasher: &mut Sha256) {
         hasher.update(self.instance_id.as_bytes());
         hasher.update(self.last_seq.to_le_bytes());
-    }
-
-    fn insert(
-        request: InsertRequest<'_>,
-        rows: &[Self],
-    ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send {
-        request.serialized(rows)
     }
 }
 
