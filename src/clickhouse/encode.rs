@@ -8,11 +8,11 @@
 //! a batch's deduplication token and a quarantine row need, so that they
 //! are read from the front of an encoded row.
 //!
-//! RowBinary, as ClickHouse reads it: integers and `DateTime64` little
-//! endian; `String` and `LowCardinality(String)` as a LEB128 length and the
-//! bytes; `Array` and `Map` as a LEB128 count and the elements (a map entry
-//! is its key, then its value); `Nullable` as a byte that is 1 for NULL, and
-//! after a 0 byte the value.
+//! RowBinary, as ClickHouse reads it: integers and `DateTime64` are little
+//! endian. `String` and `LowCardinality(String)` are a LEB128 length and
+//! the bytes. `Array` and `Map` are a LEB128 count and the elements, and a
+//! map entry is its key, then its value. `Nullable` is a byte that is 1 for
+//! NULL, or 0 followed by the value.
 
 use bytes::{Bytes, BytesMut};
 
@@ -78,7 +78,7 @@ pub const SPAN_COLUMNS: &[&str] = &[
     "RowHash",
 ];
 
-/// The statement that inserts encoded span rows into `table`.
+/// Builds the statement that inserts encoded span rows into `table`.
 pub fn span_insert_sql(table: &str) -> String {
     format!(
         "INSERT INTO {table} ({}) FORMAT RowBinary",
@@ -193,16 +193,10 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
 struct RowWriter<'a>(&'a mut Vec<u8>);
 
 impl RowWriter<'_> {
-    fn len(&mut self, mut len: usize) {
-        loop {
-            let byte = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
-                self.0.push(byte);
-                return;
-            }
-            self.0.push(byte | 0x80);
-        }
+    /// Writes a length or count. ClickHouse's `VarUInt` is the same
+    /// unsigned LEB128 as a protobuf varint.
+    fn len(&mut self, len: usize) {
+        prost::encoding::encode_varint(len as u64, self.0);
     }
 
     fn text(&mut self, text: &str) {
@@ -270,15 +264,8 @@ impl<'a> RowReader<'a> {
     }
 
     fn len(&mut self) -> Result<usize, Malformed> {
-        let mut len = 0usize;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1)?[0];
-            len |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(len);
-            }
-        }
-        Err(Malformed)
+        let len = prost::encoding::decode_varint(&mut self.0).map_err(|_| Malformed)?;
+        usize::try_from(len).map_err(|_| Malformed)
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
@@ -318,14 +305,14 @@ impl<'a> RowReader<'a> {
 }
 
 impl EncodedSpan {
-    /// The row's identity: its trace id, span id and segment, as the
+    /// Reads the row's identity: its trace id, span id and segment, as the
     /// deduplication token hashes them.
     pub fn identity(&self) -> Result<(&[u8], &[u8], u32), Malformed> {
         let mut reader = RowReader(&self.0);
         Ok((reader.bytes()?, reader.bytes()?, reader.u32()?))
     }
 
-    /// The quarantine row for this span, with `detail`.
+    /// Builds the quarantine row for this span, with `detail`.
     pub fn rejected(&self, reason: Reason, detail: String) -> Result<RejectedRow, Malformed> {
         let mut r = RowReader(&self.0);
         let trace_id = r.text()?;
@@ -371,7 +358,8 @@ mod tests {
             .collect()
     }
 
-    /// A row whose leading columns all differ, with a multi-byte length.
+    /// Builds a row whose leading columns all differ, with a multi-byte
+    /// length.
     fn row() -> SpanRow {
         SpanRow {
             timestamp: 1_700_000_000_000_000_001,

@@ -2,7 +2,7 @@
 //!
 //! Everything goes through the official `clickhouse` crate over HTTP with
 //! LZ4 compression. `agent_spans` rows are encoded in RowBinary by
-//! [`encode`] and sent as they are; the other tables' rows go through the
+//! [`encode`] and sent as they are. The other tables' rows go through the
 //! crate's serializer, which checks them against the table's schema.
 //! Inserts are synchronous (`async_insert=0`, because ClickHouse 26.2
 //! turned asynchronous inserts on by default and an asynchronous insert is

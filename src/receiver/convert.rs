@@ -678,8 +678,9 @@ impl SpoolDecoder {
     }
 }
 
-/// The converted value for `bytes`: the one in `slot` when it was made
-/// from the same bytes, otherwise a new one from `convert`, kept in `slot`.
+/// Returns the converted value for `bytes`: the one in `slot` when it was
+/// made from the same bytes, otherwise a new one from `convert`, kept in
+/// `slot`.
 fn cached<T>(
     slot: &mut Option<(Bytes, Arc<T>)>,
     bytes: Bytes,
