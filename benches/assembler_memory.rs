@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use agent_ledger::assembler::Emitted;
 use agent_ledger::assembler::{Assembler, Limits};
-use agent_ledger::clickhouse::encode::SpanEncoder;
 use agent_ledger::clickhouse::rows::workflow_rows;
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
@@ -186,11 +185,9 @@ fn main() {
     drop(assembler);
     let sealed_bytes = live() - before;
     let mut rows = Vec::new();
-    let mut encoder = SpanEncoder::default();
     for emitted in out {
         if let Emitted::Workflow(sealed) = emitted {
-            let spans = workflow_rows(*sealed, 0).spans;
-            rows.extend(spans.iter().map(|row| encoder.encode(row)));
+            rows.extend(workflow_rows(*sealed, 0).spans);
         }
     }
     rows.shrink_to_fit();

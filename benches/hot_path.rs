@@ -20,9 +20,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed};
-use agent_ledger::clickhouse::encode::{EncodedSpan, SpanEncoder};
-use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, workflow_rows};
+use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed, Storage};
+use agent_ledger::clickhouse::encode::{EncodedSpan, encode_span_rows};
+use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, span_rows, workflow_rows};
 use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
@@ -53,6 +53,7 @@ struct Fixture {
     resolver: Resolver,
     policy: Policy,
     sealed: Vec<Sealed>,
+    /// The chained `agent_spans` rows of a batch, before encoding.
     span_rows: Vec<SpanRow>,
 }
 
@@ -139,7 +140,16 @@ fn batch_span_rows(
         let request =
             ExportTraceServiceRequest::decode(bytes.clone()).expect("the request decodes");
         for sealed in assemble(convert_request(request, context).spans, resolver, policy) {
-            rows.extend(workflow_rows(sealed.clone(), 0).spans);
+            if sealed.storage != Storage::Spans {
+                continue;
+            }
+            let chain = sealed
+                .chain
+                .as_ref()
+                .expect("sealed workflows have a chain");
+            let mut workflow_rows = span_rows(&sealed);
+            agent_ledger::seal::chain_rows(&mut workflow_rows, &chain.header_hash);
+            rows.extend(workflow_rows);
         }
     }
     rows
@@ -157,7 +167,7 @@ fn check_roots(spans: &[Span], policy: &Policy) -> usize {
 /// Rows of one batch, by table.
 #[derive(Default)]
 struct BatchRows {
-    spans: Vec<SpanRow>,
+    spans: Vec<EncodedSpan>,
     rejected: Vec<RejectedRow>,
     workflows: Vec<WorkflowRow>,
 }
@@ -180,13 +190,11 @@ fn process_batch(fixture: &Fixture) -> BatchRows {
     rows
 }
 
-/// Encodes `rows` and inserts them as the sink does.
-async fn insert_encoded(client: &clickhouse::Client, mock: &Mock, rows: &[SpanRow]) {
+/// Inserts encoded span rows as the sink does.
+async fn insert_encoded(client: &clickhouse::Client, mock: &Mock, rows: &[EncodedSpan]) {
     mock.add(handlers::record_ddl());
-    let mut encoder = SpanEncoder::default();
-    let encoded: Vec<EncodedSpan> = rows.iter().map(|row| encoder.encode(row)).collect();
     let request = InsertRequest::new(client, "agent_spans", "bench", Duration::from_secs(10));
-    EncodedSpan::insert(request, &encoded)
+    EncodedSpan::insert(request, rows)
         .await
         .expect("the mock accepts the insert");
 }
@@ -304,19 +312,14 @@ fn rowbinary(c: &mut Criterion) {
     let mut group = c.benchmark_group("rowbinary");
     group.throughput(Throughput::Elements(fixture.span_rows.len() as u64));
     group.bench_function("encode_only", |b| {
-        b.iter(|| {
-            let mut encoder = SpanEncoder::default();
-            let encoded: Vec<EncodedSpan> = fixture
-                .span_rows
-                .iter()
-                .map(|row| encoder.encode(row))
-                .collect();
-            encoded
-        })
+        b.iter(|| encode_span_rows(&fixture.span_rows))
     });
     let client = mock_client(&mock, clickhouse::Compression::Lz4);
     group.bench_function("encoded", |b| {
-        b.iter(|| runtime.block_on(insert_encoded(&client, &mock, &fixture.span_rows)))
+        b.iter(|| {
+            let encoded = encode_span_rows(&fixture.span_rows);
+            runtime.block_on(insert_encoded(&client, &mock, &encoded))
+        })
     });
     for (name, compression) in [
         ("lz4", clickhouse::Compression::Lz4),

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Assembler, Emitted, Move, Recall};
-use crate::clickhouse::sink::{SinkHandle, SinkInput};
+use crate::clickhouse::sink::{PreparedWorkflow, SinkHandle, SinkInput};
 use crate::metrics::Metrics;
 use crate::quarantine::RejectedSpan;
 use crate::span::{Span, TraceId};
@@ -248,7 +248,8 @@ async fn forward(
                 if sealed.workflow.is_late() {
                     metrics.late_segments.inc();
                 }
-                sink.send(SinkInput::Sealed(sealed)).await?;
+                let prepared = PreparedWorkflow::new(*sealed, crate::now_unix_nano());
+                sink.send(SinkInput::Workflow(Box::new(prepared))).await?;
             }
         }
     }

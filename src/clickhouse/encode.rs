@@ -1,5 +1,5 @@
 //! `agent_spans` rows in ClickHouse's RowBinary format, encoded once when
-//! the sink takes a sealed workflow.
+//! a workflow segment is sealed, right after its rows are chained.
 //!
 //! The sink keeps each span row as its encoded bytes (about half the
 //! memory of a [`SpanRow`] and the buffers it points into) and sends them
@@ -14,7 +14,7 @@
 //! map entry is its key, then its value. `Nullable` is a byte that is 1 for
 //! NULL, or 0 followed by the value.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
@@ -94,32 +94,29 @@ pub fn span_insert_sql(table: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedSpan(pub Bytes);
 
-/// Encodes span rows into one growing buffer, handing out each row as a
-/// view of it, so that a batch of rows shares a few large allocations.
-#[derive(Default)]
-pub struct SpanEncoder {
-    buffer: BytesMut,
-    /// The row being encoded: small writes to a `Vec` are cheaper than to
-    /// a `BytesMut`.
-    row: Vec<u8>,
-}
-
-/// Bytes the encoder allocates at a time (rows of the load generator's
-/// shape take about 2.5 KB).
-const ENCODER_CHUNK: usize = 256 * 1024;
-
-impl SpanEncoder {
-    /// Encodes `row`.
-    pub fn encode(&mut self, row: &SpanRow) -> EncodedSpan {
-        self.row.clear();
-        encode_span_row(row, &mut self.row);
-        if self.buffer.capacity() - self.buffer.len() < self.row.len() {
-            self.buffer.reserve(ENCODER_CHUNK.max(self.row.len()));
-        }
-        self.buffer.extend_from_slice(&self.row);
-        EncodedSpan(self.buffer.split().freeze())
+/// Encodes the rows of one workflow segment into a single buffer and
+/// returns each row as a view of it, so that the rows cost one allocation.
+pub fn encode_span_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
+    let mut buffer = Vec::with_capacity(rows.len() * ROW_CAPACITY);
+    let mut ends = Vec::with_capacity(rows.len());
+    for row in rows {
+        encode_span_row(row, &mut buffer);
+        ends.push(buffer.len());
     }
+    let buffer = Bytes::from(buffer);
+    let mut start = 0;
+    ends.into_iter()
+        .map(|end| {
+            let row = EncodedSpan(buffer.slice(start..end));
+            start = end;
+            row
+        })
+        .collect()
 }
+
+/// Bytes reserved per row before encoding. Rows of the load generator's
+/// shape take about 2.5 KB.
+const ROW_CAPACITY: usize = 3 * 1024;
 
 /// Writes `row` in [`SPAN_COLUMNS`] order.
 pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
@@ -433,7 +430,7 @@ mod tests {
     #[test]
     fn quarantine_row_read_from_front() {
         let row = row();
-        let encoded = SpanEncoder::default().encode(&row);
+        let encoded = encode_one(&row);
         let (trace_id, span_id, segment) = encoded.identity().unwrap();
         assert_eq!(trace_id, row.trace_id.as_bytes());
         assert_eq!(span_id, row.span_id.as_bytes());
@@ -479,16 +476,28 @@ mod tests {
 
     #[test]
     fn rows_in_shared_buffer_stay_intact() {
-        let mut encoder = SpanEncoder::default();
-        let rows: Vec<EncodedSpan> = (0..500).map(|_| encoder.encode(&row())).collect();
-        let single = SpanEncoder::default().encode(&row());
-        assert!(rows.iter().all(|encoded| *encoded == single));
+        let mut rows: Vec<SpanRow> = (0..50).map(|_| row()).collect();
+        for (index, row) in rows.iter_mut().enumerate() {
+            row.step_index = index as u32;
+        }
+        let encoded = encode_span_rows(&rows);
+        assert_eq!(encoded.len(), rows.len());
+        for (row, encoded) in rows.iter().zip(&encoded) {
+            assert_eq!(*encoded, encode_one(row));
+        }
+        assert!(encode_span_rows(&[]).is_empty());
+    }
+
+    fn encode_one(row: &SpanRow) -> EncodedSpan {
+        let mut bytes = Vec::new();
+        encode_span_row(row, &mut bytes);
+        EncodedSpan(bytes.into())
     }
 
     #[test]
     fn cut_rows_are_malformed() {
         let row = row();
-        let encoded = SpanEncoder::default().encode(&row);
+        let encoded = encode_one(&row);
         // ReceivedAt is the last column a quarantine row reads; its value
         // occurs once in the encoding.
         let received_at = row.received_at.to_le_bytes();

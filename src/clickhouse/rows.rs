@@ -9,6 +9,7 @@ use base64::Engine;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use super::encode::EncodedSpan;
 use crate::assembler::{Sealed, Storage};
 use crate::link::StepLinks;
 use crate::preset::StepKind;
@@ -264,7 +265,7 @@ impl RejectedRow {
 /// The rows one sealed workflow produces.
 #[derive(Default)]
 pub struct WorkflowRows {
-    pub spans: Vec<SpanRow>,
+    pub spans: Vec<EncodedSpan>,
     pub rejected: Vec<RejectedRow>,
     pub workflow: Option<WorkflowRow>,
     pub credentials: Vec<CredentialRow>,

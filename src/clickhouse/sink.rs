@@ -25,9 +25,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::encode::{EncodedSpan, SpanEncoder, span_insert_sql};
+use super::encode::{EncodedSpan, span_insert_sql};
 use super::rows::{
-    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow, workflow_rows,
+    CheckpointRow, CredentialRow, LedgerEntryRow, RejectedRow, WorkflowRow, WorkflowRows,
+    workflow_rows,
 };
 use super::{StoreError, classify};
 use crate::assembler::Sealed;
@@ -38,14 +39,44 @@ use crate::seal::ledger::{BatchRow, Ledger, SegmentHead};
 use crate::spool::{Location, Spool};
 
 /// Messages for the sink.
-#[derive(Debug)]
 pub enum SinkInput {
-    Sealed(Box<Sealed>),
+    Workflow(Box<PreparedWorkflow>),
     Rejected(Vec<RejectedSpan>),
 }
 
-/// Capacity of the sink's input queue, in messages (mostly sealed
-/// workflows with their span bodies and rows, about 9 KB per span of the
+/// A sealed workflow segment as the sink writes it.
+pub struct PreparedWorkflow {
+    /// Spool locations of its spans, released once its rows are written.
+    pub locations: Vec<Location>,
+    /// Its segment head, for a ledger entry, when its rows go to
+    /// `agent_spans`.
+    pub segment: Option<SegmentHead>,
+    pub rows: WorkflowRows,
+}
+
+impl PreparedWorkflow {
+    /// Builds the rows of `sealed`, verdict row included, written at
+    /// `written_at`. The assembler task calls this before it queues the
+    /// workflow, so that the span bodies are freed where they were
+    /// allocated and the sink's queue holds only rows.
+    pub fn new(sealed: Sealed, written_at: i64) -> Self {
+        let locations = sealed
+            .workflow
+            .steps
+            .iter()
+            .filter_map(|step| step.span.spool)
+            .collect();
+        let segment = SegmentHead::of(&sealed);
+        PreparedWorkflow {
+            locations,
+            segment,
+            rows: workflow_rows(sealed, written_at),
+        }
+    }
+}
+
+/// Capacity of the sink's input queue, in messages (mostly workflow
+/// segments with their encoded span rows, about 2.5 KB per span of the
 /// load generator's shape). The assembler completes due traces only when
 /// the queue has room for them, so the queue needs to hold one completion
 /// step, not a burst.
@@ -305,7 +336,6 @@ pub struct Sink {
     batches: Batches,
     spool: Option<Arc<Spool>>,
     ledger: Ledger,
-    encoder: SpanEncoder,
 }
 
 impl Sink {
@@ -324,7 +354,6 @@ impl Sink {
             batches: Batches::default(),
             ledger,
             spool: None,
-            encoder: SpanEncoder::default(),
         };
         (sink, SinkHandle { sender }, receiver)
     }
@@ -359,18 +388,15 @@ impl Sink {
     async fn accept(&mut self, input: SinkInput) {
         let now = Instant::now();
         match input {
-            SinkInput::Sealed(sealed) => {
-                let locations = sealed
-                    .workflow
-                    .steps
-                    .iter()
-                    .filter_map(|step| step.span.spool);
+            SinkInput::Workflow(prepared) => {
+                let PreparedWorkflow {
+                    locations,
+                    segment,
+                    rows,
+                } = *prepared;
                 self.batches.locations.extend(locations);
-                self.batches.segments.extend(SegmentHead::of(&sealed));
-                let rows = workflow_rows(*sealed, crate::now_unix_nano());
-                let encoder = &mut self.encoder;
-                let spans = rows.spans.iter().map(|row| encoder.encode(row));
-                self.batches.spans.extend(spans);
+                self.batches.segments.extend(segment);
+                self.batches.spans.extend(rows.spans);
                 self.batches.rejected.extend(rows.rejected);
                 self.batches.workflows.extend(rows.workflow);
                 self.batches.credentials.extend(rows.credentials);

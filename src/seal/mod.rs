@@ -38,9 +38,10 @@ pub struct Chain {
     pub violation_count: u32,
 }
 
-/// Builds the span rows of `sealed` and chains them onto `prior` (the chain
-/// after the workflow's previous segment, for a late segment). Quarantined
-/// workflows get a header hash and an empty chain.
+/// Builds the span rows of `sealed`, chains them onto `prior` (the chain
+/// after the workflow's previous segment, for a late segment) and encodes
+/// them for the sink. Quarantined workflows get a header hash and an empty
+/// chain.
 pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
     let header_hash = rows::header_hash(sealed);
     if sealed.storage != Storage::Spans {
@@ -64,7 +65,7 @@ pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
         row_count: start.row_count + span_rows.len() as u32,
         violation_count: start.violation_count + violations as u32,
     });
-    sealed.span_rows = span_rows;
+    sealed.span_rows = crate::clickhouse::encode::encode_span_rows(&span_rows);
 }
 
 /// Sets `PrevHash` and `RowHash` of `rows` in order, starting from
