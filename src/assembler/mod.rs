@@ -77,8 +77,9 @@ pub struct Sealed {
     /// Credential checks of each step, in step order.
     pub checks: Vec<StepCheck>,
     pub storage: Storage,
-    /// The `agent_spans` rows, chained by [`crate::seal::seal`].
-    pub span_rows: Vec<crate::clickhouse::rows::SpanRow>,
+    /// The `agent_spans` rows in RowBinary, chained and encoded by
+    /// [`crate::seal::seal`].
+    pub span_rows: Vec<crate::clickhouse::encode::EncodedSpan>,
     /// The chain after this segment; set by [`crate::seal::seal`].
     pub chain: Option<crate::seal::Chain>,
 }
@@ -232,14 +233,14 @@ impl Assembler {
         }
         intake.accepted += 1;
         trace.note_issuance(&span);
-        let facts = self.resolver.resolve(&span);
+        let (is_root, kind) = self.resolver.classify(&span);
         trace
             .meta
-            .insert(span.span_id, SpanMeta::new(&span, &facts));
+            .insert(span.span_id, SpanMeta::new(&span, is_root, kind));
         self.retained_spans += 1;
         self.buffered_spans += 1;
         let span_id = span.span_id;
-        let pending = state::Pending::new(span, facts);
+        let pending = state::Pending::new(span, &self.resolver);
         self.buffered_bytes += pending.approx_bytes();
         trace.add_pending(span_id, pending, now);
         self.active.insert(span_trace);
@@ -280,13 +281,12 @@ impl Assembler {
             }
             missing.retain(|span_id| *span_id != span.span_id);
             trace.note_issuance(&span);
-            let facts = self.resolver.resolve(&span);
             if let Some(meta) = trace.meta.get_mut(&span.span_id) {
                 meta.state = MetaState::Pending;
             }
             self.buffered_spans += 1;
             self.buffered_bytes += span.approx_bytes();
-            trace.add_pending_recalled(span, facts, now);
+            trace.add_pending_recalled(span, &self.resolver, now);
             self.active.insert(trace_id);
         }
         trace.recall_attempts += 1;

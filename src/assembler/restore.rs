@@ -256,13 +256,13 @@ impl Assembler {
         waiting_for_root: bool,
         now: Instant,
     ) {
-        let facts = self.resolver.resolve(span);
+        let (is_root, kind) = self.resolver.classify(span);
         let trace = self.trace_mut(span.trace_id);
         trace.last_arrival = now;
         if trace.meta.contains_key(&span.span_id) {
             return;
         }
-        let mut meta = SpanMeta::new(span, &facts);
+        let mut meta = SpanMeta::new(span, is_root, kind);
         meta.state = if waiting_for_root {
             MetaState::Quarantined { key: span.span_id }
         } else {

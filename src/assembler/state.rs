@@ -56,11 +56,13 @@ pub struct SpanMeta {
 }
 
 impl SpanMeta {
-    pub fn new(span: &Span, facts: &StepFacts) -> Self {
+    /// The metadata of `span`; `is_root` and `kind` are what
+    /// [`Resolver::classify`] returns for it.
+    pub fn new(span: &Span, is_root: bool, kind: Option<StepKind>) -> Self {
         SpanMeta {
             parent: span.parent_span_id,
-            is_root: facts.is_root,
-            kind: facts.kind,
+            is_root,
+            kind,
             start_unix_nano: span.start_unix_nano,
             content_hash: span.content_hash,
             state: MetaState::Pending,
@@ -112,7 +114,9 @@ pub struct Spooled {
 const SPOOLED_SPAN_BYTES: usize = 256;
 
 impl Pending {
-    pub fn new(span: Span, facts: StepFacts) -> Pending {
+    /// Builds the waiting form of `span`: its spool location when it has one,
+    /// otherwise its body with the facts `resolver` finds in it.
+    pub fn new(span: Span, resolver: &Resolver) -> Pending {
         match span.spool {
             Some(location) => Pending::Spooled(Spooled {
                 location,
@@ -120,7 +124,10 @@ impl Pending {
                 sender: span.sender.clone(),
                 already_stored: span.already_stored,
             }),
-            None => Pending::Memory(Box::new((span, facts))),
+            None => {
+                let facts = resolver.resolve(&span);
+                Pending::Memory(Box::new((span, facts)))
+            }
         }
     }
 
@@ -255,10 +262,11 @@ impl TraceState {
     }
 
     /// Adds a recalled span without counting it as a new arrival.
-    pub fn add_pending_recalled(&mut self, span: Span, facts: StepFacts, now: Instant) {
+    pub fn add_pending_recalled(&mut self, span: Span, resolver: &Resolver, now: Instant) {
         self.first_pending.get_or_insert(now);
         self.next_check = now;
-        self.pending.insert(span.span_id, Pending::new(span, facts));
+        self.pending
+            .insert(span.span_id, Pending::new(span, resolver));
     }
 
     /// When a completion run may first decide something: once the trace has

@@ -285,7 +285,7 @@ impl Resolver {
                 .flatten()
         });
         StepFacts {
-            is_root: found.span_text(&[names.origin_type]).is_some(),
+            is_root: self.is_root(&found),
             kind,
             agent_name: found.text(&names.agent_name),
             agent_id: found.text(&names.agent_id),
@@ -298,6 +298,18 @@ impl Resolver {
             input_messages: found.span_text(&names.input_messages),
             output_messages: found.span_text(&names.output_messages),
         }
+    }
+
+    /// Returns whether `span` is a workflow root, and its step kind: the
+    /// facts the assembler keeps about a span whose body waits in the
+    /// spool, without the text that [`Resolver::resolve`] copies out of it.
+    pub fn classify(&self, span: &Span) -> (bool, Option<StepKind>) {
+        let found = Found::new(&self.names, span);
+        (self.is_root(&found), self.kind(&found))
+    }
+
+    fn is_root(&self, found: &Found<'_>) -> bool {
+        found.span_text(&[self.names.origin_type]).is_some()
     }
 
     fn kind(&self, found: &Found<'_>) -> Option<StepKind> {
@@ -752,9 +764,16 @@ mod tests {
                 builder = builder.attr(key, value);
             }
 
-            let facts = resolver.resolve(&builder.build());
+            let span = builder.build();
+            let facts = resolver.resolve(&span);
 
             assert_eq!(facts.kind, case.expected, "case {}", case.name);
+            assert_eq!(
+                resolver.classify(&span),
+                (facts.is_root, case.expected),
+                "classify, case {}",
+                case.name
+            );
         }
     }
 
@@ -896,6 +915,8 @@ mod tests {
             "messages on the resource are ignored"
         );
         assert!(from_span.is_root, "origin type on the span marks the root");
+        assert!(!resolver.classify(&resource_only).0, "classify agrees");
+        assert!(resolver.classify(&on_span).0, "classify agrees");
         assert_eq!(
             from_span.input_messages.as_deref(),
             Some("[]"),
