@@ -27,7 +27,7 @@ use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
-use agent_ledger::receiver::convert::{RequestContext, convert_request};
+use agent_ledger::receiver::convert::{RequestContext, SpoolDecoder, convert_request};
 use agent_ledger::span::Span;
 use agent_ledger::validate::{self, Policy, root_reasons};
 use bytes::Bytes;
@@ -237,6 +237,19 @@ fn stages(c: &mut Criterion) {
             |request| convert_request(request, &fixture.context),
             BatchSize::LargeInput,
         )
+    });
+
+    group.bench_function("read_back", |b| {
+        b.iter(|| {
+            let mut decoder = SpoolDecoder::default();
+            fixture
+                .spans
+                .iter()
+                .filter_map(|span| {
+                    decoder.decode(span.raw.clone(), &fixture.context, Some(span.content_hash))
+                })
+                .count()
+        })
     });
 
     group.bench_function("root_checks", |b| {

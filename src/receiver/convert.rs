@@ -22,6 +22,8 @@ use crate::span::{
     Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value, lower_hex,
 };
 
+mod wire;
+
 /// Default maximum attributes of one span, resource, event or link: eight
 /// times the OpenTelemetry SDK's default count limit of 128, so spans from
 /// SDKs with raised limits pass unchanged.
@@ -421,31 +423,66 @@ fn convert_attributes(
     limits: &AttributeLimits,
     stats: &mut LimitStats,
 ) -> Result<Attributes, String> {
-    let kept = sent.pairs.len().min(limits.max_attributes);
-    let mut attributes = Vec::with_capacity(kept + 1);
-    let mut truncations = Vec::new();
-    for pair in &sent.pairs[..kept] {
+    let mut limited = Limited::new(limits, sent.pairs.len());
+    for pair in &sent.pairs[..limited.kept(sent.pairs.len())] {
         let key = text(&pair.key).ok_or_else(|| lossy(&pair.key))?;
         let value = convert_value(pair.value.as_ref()).ok_or_else(|| key.to_string())?;
-        let (value, original_len) = limit_value(value, limits.max_value_bytes);
+        limited.push(key, value);
+    }
+    Ok(limited.finish(sent.pairs.len(), sent.dropped, stats))
+}
+
+/// An attribute list being built under the limits: the first
+/// `max_attributes` pairs, each value cut to `max_value_bytes`.
+struct Limited<'a> {
+    limits: &'a AttributeLimits,
+    attributes: Vec<(Str, Value)>,
+    truncations: Vec<(Str, Value)>,
+}
+
+impl<'a> Limited<'a> {
+    /// Starts a list for about `sent` pairs.
+    fn new(limits: &'a AttributeLimits, sent: usize) -> Self {
+        Limited {
+            limits,
+            attributes: Vec::with_capacity(sent.min(limits.max_attributes) + 1),
+            truncations: Vec::new(),
+        }
+    }
+
+    /// Returns how many of `sent` pairs are kept.
+    fn kept(&self, sent: usize) -> usize {
+        sent.min(self.limits.max_attributes)
+    }
+
+    /// Adds a kept pair, truncating its value when it is too long.
+    fn push(&mut self, key: Str, value: Value) {
+        let (value, original_len) = limit_value(value, self.limits.max_value_bytes);
         if let Some(original_len) = original_len {
             let record = Str::from(format!("{TRUNCATED_PREFIX}{key}"));
-            truncations.push((record, Value::Int(original_len as i64)));
+            self.truncations
+                .push((record, Value::Int(original_len as i64)));
         }
-        attributes.push((key, value));
+        self.attributes.push((key, value));
     }
-    let dropped = sent.pairs.len() - kept;
-    stats.dropped += dropped as u64;
-    stats.truncated += truncations.len() as u64;
-    attributes.extend(truncations);
-    let dropped_total = dropped as i64 + i64::from(sent.dropped);
-    if dropped_total > 0 {
-        attributes.push((
-            Str::from_static(DROPPED_ATTRIBUTES_COUNT),
-            Value::Int(dropped_total),
-        ));
+
+    /// Finishes the list of `sent` pairs, of which the sender had dropped
+    /// `sender_dropped` before sending: adds the truncation records and the
+    /// dropped count.
+    fn finish(mut self, sent: usize, sender_dropped: u32, stats: &mut LimitStats) -> Attributes {
+        let dropped = sent - self.kept(sent);
+        stats.dropped += dropped as u64;
+        stats.truncated += self.truncations.len() as u64;
+        self.attributes.append(&mut self.truncations);
+        let dropped_total = dropped as i64 + i64::from(sender_dropped);
+        if dropped_total > 0 {
+            self.attributes.push((
+                Str::from_static(DROPPED_ATTRIBUTES_COUNT),
+                Value::Int(dropped_total),
+            ));
+        }
+        Attributes(self.attributes)
     }
-    Ok(Attributes(attributes))
 }
 
 /// Applies the size limit to one value; returns the original length in
@@ -638,7 +675,9 @@ pub fn span_from_raw(raw: Bytes, context: &RequestContext) -> Option<Span> {
 /// read one after another mostly share their resource and scope (the spans
 /// of one trace from one service), so the decoder keeps the last resource
 /// and scope it converted and reuses them while their encoding is the same.
-/// The attribute limits of every `context` must be the same.
+/// The span itself is read straight from its encoding ([`wire`]) unless it
+/// has a form that only prost reads. The attribute limits of every
+/// `context` must be the same.
 #[derive(Default)]
 pub struct SpoolDecoder {
     resource: Option<(Bytes, Arc<Resource>)>,
@@ -663,19 +702,40 @@ impl SpoolDecoder {
         let scope = cached(&mut self.scope, parts.scope, |bytes| {
             convert_scope(&otlp::InstrumentationScope::decode(bytes).ok()?).ok()
         })?;
-        let span = otlp::Span::decode(parts.span).ok()?;
-        let mut stats = LimitStats::default();
-        convert_span(
-            &span,
-            resource,
-            scope,
+        let direct = wire::decode_span(
+            &parts.span,
+            resource.clone(),
+            scope.clone(),
             context,
-            raw,
+            raw.clone(),
             content_hash,
-            &mut stats,
-        )
-        .ok()
+        );
+        direct.or_else(|| prost_span(parts.span, resource, scope, context, raw, content_hash))
     }
+}
+
+/// Decodes a span encoding with prost and converts it, for what
+/// [`wire::decode_span`] leaves undecided.
+fn prost_span(
+    span: Bytes,
+    resource: Arc<Resource>,
+    scope: Arc<Scope>,
+    context: &RequestContext,
+    raw: Bytes,
+    content_hash: Option<[u8; 32]>,
+) -> Option<Span> {
+    let span = otlp::Span::decode(span).ok()?;
+    let mut stats = LimitStats::default();
+    convert_span(
+        &span,
+        resource,
+        scope,
+        context,
+        raw,
+        content_hash,
+        &mut stats,
+    )
+    .ok()
 }
 
 /// Returns the converted value for `bytes`: the one in `slot` when it was
