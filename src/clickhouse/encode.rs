@@ -96,14 +96,25 @@ pub struct EncodedSpan(pub Bytes);
 
 /// Encodes the rows of one workflow segment into a single buffer and
 /// returns each row as a view of it, so that the rows cost one allocation.
+/// The rows are written to a reused buffer of the thread first, and the
+/// result is allocated at their exact size.
 pub fn encode_span_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
-    let mut buffer = Vec::with_capacity(rows.len() * ROW_CAPACITY);
-    let mut ends = Vec::with_capacity(rows.len());
-    for row in rows {
-        encode_span_row(row, &mut buffer);
-        ends.push(buffer.len());
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let buffer = Bytes::from(buffer);
+    let mut ends = Vec::with_capacity(rows.len());
+    let buffer = SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        for row in rows {
+            encode_span_row(row, scratch);
+            ends.push(scratch.len());
+        }
+        let buffer = Bytes::copy_from_slice(scratch);
+        if scratch.capacity() > MAX_SCRATCH {
+            *scratch = Vec::new();
+        }
+        buffer
+    });
     let mut start = 0;
     ends.into_iter()
         .map(|end| {
@@ -114,9 +125,9 @@ pub fn encode_span_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
         .collect()
 }
 
-/// Bytes reserved per row before encoding. Rows of the load generator's
-/// shape take about 2.5 KB.
-const ROW_CAPACITY: usize = 3 * 1024;
+/// Largest scratch buffer kept between calls. A segment with larger rows
+/// gets a new buffer next time.
+const MAX_SCRATCH: usize = 1024 * 1024;
 
 /// Writes `row` in [`SPAN_COLUMNS`] order.
 pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
