@@ -424,39 +424,44 @@ fn convert_attributes(
     stats: &mut LimitStats,
 ) -> Result<Attributes, String> {
     let mut limited = Limited::new(limits, sent.pairs.len());
-    for pair in &sent.pairs[..limited.kept(sent.pairs.len())] {
+    let kept = sent.pairs.len().min(limits.max_attributes);
+    for pair in &sent.pairs[..kept] {
         let key = text(&pair.key).ok_or_else(|| lossy(&pair.key))?;
         let value = convert_value(pair.value.as_ref()).ok_or_else(|| key.to_string())?;
         limited.push(key, value);
     }
-    Ok(limited.finish(sent.pairs.len(), sent.dropped, stats))
+    limited.drop_unchecked(sent.pairs.len() - kept);
+    Ok(limited.finish(sent.dropped, stats))
 }
 
 /// An attribute list being built under the limits: the first
-/// `max_attributes` pairs, each value cut to `max_value_bytes`.
+/// `max_attributes` pairs sent, each value cut to `max_value_bytes`.
 struct Limited<'a> {
     limits: &'a AttributeLimits,
     attributes: Vec<(Str, Value)>,
     truncations: Vec<(Str, Value)>,
+    /// Pairs sent so far, kept or not.
+    sent: usize,
 }
 
 impl<'a> Limited<'a> {
-    /// Starts a list for about `sent` pairs.
-    fn new(limits: &'a AttributeLimits, sent: usize) -> Self {
+    /// Starts a list for about `expected` pairs.
+    fn new(limits: &'a AttributeLimits, expected: usize) -> Self {
         Limited {
             limits,
-            attributes: Vec::with_capacity(sent.min(limits.max_attributes) + 1),
+            attributes: Vec::with_capacity(expected.min(limits.max_attributes) + 1),
             truncations: Vec::new(),
+            sent: 0,
         }
     }
 
-    /// Returns how many of `sent` pairs are kept.
-    fn kept(&self, sent: usize) -> usize {
-        sent.min(self.limits.max_attributes)
-    }
-
-    /// Adds a kept pair, truncating its value when it is too long.
+    /// Adds the next pair sent. Within the count limit the pair is kept,
+    /// its value truncated when too long. Past the limit it is only counted.
     fn push(&mut self, key: Str, value: Value) {
+        self.sent += 1;
+        if self.sent > self.limits.max_attributes {
+            return;
+        }
         let (value, original_len) = limit_value(value, self.limits.max_value_bytes);
         if let Some(original_len) = original_len {
             let record = Str::from(format!("{TRUNCATED_PREFIX}{key}"));
@@ -466,11 +471,15 @@ impl<'a> Limited<'a> {
         self.attributes.push((key, value));
     }
 
-    /// Finishes the list of `sent` pairs, of which the sender had dropped
-    /// `sender_dropped` before sending: adds the truncation records and the
-    /// dropped count.
-    fn finish(mut self, sent: usize, sender_dropped: u32, stats: &mut LimitStats) -> Attributes {
-        let dropped = sent - self.kept(sent);
+    /// Counts `count` pairs sent past the count limit without checking them.
+    fn drop_unchecked(&mut self, count: usize) {
+        self.sent += count;
+    }
+
+    /// Finishes the list, whose sender had dropped `sender_dropped` pairs
+    /// before sending: adds the truncation records and the dropped count.
+    fn finish(mut self, sender_dropped: u32, stats: &mut LimitStats) -> Attributes {
+        let dropped = self.sent - self.attributes.len();
         stats.dropped += dropped as u64;
         stats.truncated += self.truncations.len() as u64;
         self.attributes.append(&mut self.truncations);

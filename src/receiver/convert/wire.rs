@@ -110,7 +110,6 @@ pub(super) fn decode_span(
     let mut parts = SpanParts::default();
     let limits = &context.limits;
     let mut attributes = Limited::new(limits, 32);
-    let mut sent_attributes = 0;
     let mut seen = 0u32;
     let walked = walk(span, |number, field| {
         match (number, field) {
@@ -138,10 +137,7 @@ pub(super) fn decode_span(
             }
             (9, Field::Bytes(bytes)) => {
                 let (key, value) = pair(span, bytes, 0)?;
-                if sent_attributes < limits.max_attributes {
-                    attributes.push(key, value);
-                }
-                sent_attributes += 1;
+                attributes.push(key, value);
             }
             (10, Field::Varint(dropped)) => {
                 once(&mut seen, number)?;
@@ -156,11 +152,7 @@ pub(super) fn decode_span(
         Ok(())
     });
     walked.ok()?;
-    let attributes = attributes.finish(
-        sent_attributes,
-        parts.dropped_attributes,
-        &mut LimitStats::default(),
-    );
+    let attributes = attributes.finish(parts.dropped_attributes, &mut LimitStats::default());
     parts
         .build(
             span,
@@ -287,10 +279,10 @@ fn any_value(base: &Bytes, bytes: &[u8], depth: u32) -> Result<Value, Stop> {
             (3, Field::Varint(number)) => Value::Int(number as i64),
             (4, Field::Fixed64(bits)) => Value::Double(f64::from_bits(bits)),
             (5, Field::Bytes(bytes)) if depth < MAX_DEPTH => {
-                Value::Array(array(base, bytes, depth + 1)?)
+                Value::Array(items(bytes, |item| any_value(base, item, depth + 1))?)
             }
             (6, Field::Bytes(bytes)) if depth < MAX_DEPTH => {
-                Value::Map(key_values(base, bytes, depth + 1)?)
+                Value::Map(items(bytes, |item| pair(base, item, depth + 1))?)
             }
             (7, Field::Bytes(bytes)) => Value::Bytes(bytes.to_vec()),
             (1..=7, _) => return Err(Stop),
@@ -301,49 +293,19 @@ fn any_value(base: &Bytes, bytes: &[u8], depth: u32) -> Result<Value, Stop> {
     Ok(value)
 }
 
-/// Reads the values of an `ArrayValue`.
-fn array(base: &Bytes, bytes: &[u8], depth: u32) -> Result<Vec<Value>, Stop> {
-    let mut values = Vec::new();
+/// Reads the items of an `ArrayValue` or `KeyValueList`, the messages in
+/// its repeated field 1, with `read`.
+fn items<T>(bytes: &[u8], mut read: impl FnMut(&[u8]) -> Result<T, Stop>) -> Result<Vec<T>, Stop> {
+    let mut items = Vec::new();
     walk(bytes, |number, field| match (number, field) {
         (1, Field::Bytes(bytes)) => {
-            values.push(any_value(base, bytes, depth)?);
+            items.push(read(bytes)?);
             Ok(())
         }
         (1, _) => Err(Stop),
         _ => Ok(()),
     })?;
-    Ok(values)
-}
-
-/// Reads the pairs of a `KeyValueList`.
-fn key_values(base: &Bytes, bytes: &[u8], depth: u32) -> Result<Vec<(Str, Value)>, Stop> {
-    let mut pairs = Vec::new();
-    walk(bytes, |number, field| match (number, field) {
-        (1, Field::Bytes(bytes)) => {
-            pairs.push(pair(base, bytes, depth)?);
-            Ok(())
-        }
-        (1, _) => Err(Stop),
-        _ => Ok(()),
-    })?;
-    Ok(pairs)
-}
-
-/// Adds the attribute `bytes` (a `KeyValue`) of an event or link to
-/// `list`, where `sent` counts the attributes read so far.
-fn nested_attributes(
-    base: &Bytes,
-    limits: &AttributeLimits,
-    sent: &mut usize,
-    list: &mut Limited<'_>,
-    bytes: &[u8],
-) -> Walk {
-    let (key, value) = pair(base, bytes, 0)?;
-    if *sent < limits.max_attributes {
-        list.push(key, value);
-    }
-    *sent += 1;
-    Ok(())
+    Ok(items)
 }
 
 /// Reads an `Event`.
@@ -352,7 +314,6 @@ fn event(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Event, 
     let mut name: &[u8] = &[];
     let mut dropped = 0;
     let mut attributes = Limited::new(limits, 4);
-    let mut sent = 0;
     let mut seen = 0u32;
     walk(bytes, |number, field| {
         match (number, field) {
@@ -365,7 +326,8 @@ fn event(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Event, 
                 name = value;
             }
             (3, Field::Bytes(value)) => {
-                nested_attributes(base, limits, &mut sent, &mut attributes, value)?
+                let (key, value) = pair(base, value, 0)?;
+                attributes.push(key, value);
             }
             (4, Field::Varint(value)) => {
                 once(&mut seen, number)?;
@@ -379,7 +341,7 @@ fn event(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Event, 
     Ok(Event {
         time_unix_nano: time,
         name: text(base, name)?,
-        attributes: attributes.finish(sent, dropped, &mut LimitStats::default()),
+        attributes: attributes.finish(dropped, &mut LimitStats::default()),
     })
 }
 
@@ -390,7 +352,6 @@ fn link(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Link, St
     let mut trace_state: &[u8] = &[];
     let mut dropped = 0;
     let mut attributes = Limited::new(limits, 4);
-    let mut sent = 0;
     let mut seen = 0u32;
     walk(bytes, |number, field| {
         match (number, field) {
@@ -403,7 +364,8 @@ fn link(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Link, St
                 }
             }
             (4, Field::Bytes(value)) => {
-                nested_attributes(base, limits, &mut sent, &mut attributes, value)?
+                let (key, value) = pair(base, value, 0)?;
+                attributes.push(key, value);
             }
             (5, Field::Varint(value)) => {
                 once(&mut seen, number)?;
@@ -419,7 +381,7 @@ fn link(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Link, St
         trace_id: lower_hex(trace_id),
         span_id: lower_hex(span_id),
         trace_state: text(base, trace_state)?,
-        attributes: attributes.finish(sent, dropped, &mut LimitStats::default()),
+        attributes: attributes.finish(dropped, &mut LimitStats::default()),
     })
 }
 
