@@ -212,6 +212,32 @@ async fn gzip_bomb_resource_exhausted() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn undecodable_body_invalid_argument() {
+    let harness = Harness::start(test_config("grpc_undecodable")).await;
+    // A request field that claims more bytes than the body has.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])
+        .unwrap();
+    let compressed = encoder.finish().unwrap();
+
+    let status = raw_grpc_post(&harness.grpc_url(), &compressed).await;
+
+    assert_eq!(status, "3", "INVALID_ARGUMENT, which clients do not retry");
+    let response = harness
+        .export(request(vec![root_span(23, 1, None, 0, 100).build()]))
+        .await
+        .expect("the next request succeeds");
+    assert_eq!(response.partial_success, None);
+    assert_eq!(
+        harness
+            .count("SELECT count() FROM agent_rejected_spans")
+            .await,
+        0
+    );
+}
+
 /// Posts one gzip-compressed gRPC frame with hyper and returns the
 /// `grpc-status` it gets back.
 async fn raw_grpc_post(url: &str, compressed: &[u8]) -> String {

@@ -22,7 +22,10 @@ use crate::span::{
     Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value, lower_hex,
 };
 
+mod encoded;
 mod wire;
+
+pub use encoded::convert_encoded;
 
 /// Default maximum attributes of one span, resource, event or link: eight
 /// times the OpenTelemetry SDK's default count limit of 128, so spans from
@@ -131,52 +134,106 @@ fn convert_resource_spans(
             Some(_) => Vec::new(),
             None => raw_scope.encode_to_vec(),
         };
+        let origin = Origin::new(&raw_resource, &raw_scope, &resource, scope);
         for span in scope_spans.spans {
             let raw = match single {
                 Some(single) => single.raw.clone(),
                 None => raw_copy(&resource_bytes, &scope_bytes, &span),
             };
             let content_hash = single.and_then(|single| single.content_hash);
-            let mut stats = LimitStats::default();
-            let outcome = match (&resource, &scope) {
-                (Ok(resource), Ok(scope)) => convert_span(
-                    &span,
-                    resource.clone(),
-                    scope.clone(),
-                    context,
-                    raw.clone(),
-                    content_hash,
-                    &mut stats,
-                ),
-                (Err(detail), _) | (_, Err(detail)) => Err((Reason::InvalidUtf8, detail.clone())),
-            };
-            match outcome {
-                Ok(span) => {
-                    converted.add_stats(stats);
-                    converted.spans.push(span);
-                }
-                Err((reason, detail)) => converted.rejected.push(rejected_from_raw(
-                    &span,
-                    &raw_resource,
-                    &raw_scope,
-                    reason,
-                    detail,
-                    context,
-                    raw,
-                )),
-            }
+            add_span(&span, &origin, context, raw, content_hash, converted);
         }
+    }
+}
+
+/// The resource and scope of a group of spans, as decoded for quarantine
+/// rows and as checked.
+struct Origin<'a> {
+    raw_resource: &'a otlp::Resource,
+    raw_scope: &'a otlp::InstrumentationScope,
+    /// The checked resource and scope, or why the resource, or else the
+    /// scope, failed its check.
+    checked: Result<(Arc<Resource>, Arc<Scope>), String>,
+}
+
+impl<'a> Origin<'a> {
+    fn new(
+        raw_resource: &'a otlp::Resource,
+        raw_scope: &'a otlp::InstrumentationScope,
+        resource: &Result<Arc<Resource>, String>,
+        scope: Result<Arc<Scope>, String>,
+    ) -> Self {
+        let checked = match (resource, scope) {
+            (Ok(resource), Ok(scope)) => Ok((resource.clone(), scope)),
+            (Err(detail), _) => Err(detail.clone()),
+            (_, Err(detail)) => Err(detail),
+        };
+        Origin {
+            raw_resource,
+            raw_scope,
+            checked,
+        }
+    }
+}
+
+/// Checks `span`, whose spool record is `raw`, and adds it or its
+/// quarantine row to `converted`.
+fn add_span(
+    span: &otlp::Span,
+    origin: &Origin<'_>,
+    context: &RequestContext,
+    raw: Bytes,
+    content_hash: Option<[u8; 32]>,
+    converted: &mut Converted,
+) {
+    let mut stats = LimitStats::default();
+    let outcome = match &origin.checked {
+        Ok((resource, scope)) => convert_span(
+            span,
+            resource.clone(),
+            scope.clone(),
+            context,
+            raw.clone(),
+            content_hash,
+            &mut stats,
+        ),
+        Err(detail) => Err((Reason::InvalidUtf8, detail.clone())),
+    };
+    match outcome {
+        Ok(span) => {
+            converted.add_stats(stats);
+            converted.spans.push(span);
+        }
+        Err((reason, detail)) => converted.rejected.push(rejected_from_raw(
+            span,
+            origin.raw_resource,
+            origin.raw_scope,
+            reason,
+            detail,
+            context,
+            raw,
+        )),
     }
 }
 
 /// The span as received, alone in a `ResourceSpans` with its resource and
 /// scope, so a quarantined span can be read back whole.
 fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Bytes {
+    record(resource, scope, span.encoded_len(), |bytes| {
+        span.encode_raw(bytes)
+    })
+}
+
+/// Encodes `ResourceSpans { resource, scope_spans: [ScopeSpans { scope,
+/// spans: [span] }] }` as prost does, from the encodings of the resource
+/// and scope and a span of `span_len` bytes that `write_span` appends.
+fn record(
+    resource: &[u8],
+    scope: &[u8],
+    span_len: usize,
+    write_span: impl FnOnce(&mut Vec<u8>),
+) -> Bytes {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
-    // The same bytes prost writes for `ResourceSpans { resource, scope_spans:
-    // [ScopeSpans { scope, spans: [span] }] }`, from the resource and scope
-    // encoded once per request instead of cloned per span.
-    let span_len = span.encoded_len();
     let scope_spans_len = 1
         + encoded_len_varint(scope.len() as u64)
         + scope.len()
@@ -200,7 +257,8 @@ fn raw_copy(resource: &[u8], scope: &[u8], span: &otlp::Span) -> Bytes {
     bytes.extend_from_slice(scope);
     encode_key(2, WireType::LengthDelimited, &mut bytes);
     encode_varint(span_len as u64, &mut bytes);
-    span.encode_raw(&mut bytes);
+    write_span(&mut bytes);
+    debug_assert_eq!(bytes.len(), total, "the span is {span_len} bytes long");
     Bytes::from(bytes)
 }
 
@@ -718,6 +776,7 @@ impl SpoolDecoder {
             context,
             raw.clone(),
             content_hash,
+            &mut LimitStats::default(),
         );
         direct.or_else(|| prost_span(parts.span, resource, scope, context, raw, content_hash))
     }

@@ -6,23 +6,30 @@
 //! nothing of it is stored.
 //!
 //! The service is written out by hand (what tonic's code generator would
-//! produce) so that it can use those types and correct one status: tonic
-//! answers a message over the size limit with `OUT_OF_RANGE`, which OTLP
-//! clients retry forever, and the OTLP specification asks for
-//! `RESOURCE_EXHAUSTED`.
+//! produce) for two reasons. Its codec hands the request message over as
+//! the bytes received, which the receiver checks without decoding them into
+//! prost's types where it can ([`super::convert::convert_encoded`]). A body
+//! that is not a request gets `INVALID_ARGUMENT`. And it
+//! corrects one status: tonic answers a message over the size limit with
+//! `OUT_OF_RANGE`, which OTLP clients retry forever, and the OTLP
+//! specification asks for `RESOURCE_EXHAUSTED`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, Bytes};
+use prost::Message;
 use tonic::body::Body;
-use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
+};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-use super::Receiver;
 use super::gate::{Gate, Pass};
 use super::tls::ConnectionInfo;
-use crate::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use super::{ExportBody, Receiver};
+use crate::otlp::ExportTraceServiceResponse;
 
 /// The gRPC method path of OTLP trace export.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -62,18 +69,19 @@ struct Export {
     pass: Pass,
 }
 
-impl UnaryService<ExportTraceServiceRequest> for Export {
+impl UnaryService<Bytes> for Export {
     type Response = ExportTraceServiceResponse;
     type Future = std::pin::Pin<
         Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>,
     >;
 
-    fn call(&mut self, request: tonic::Request<ExportTraceServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let receiver = self.receiver.clone();
         let sender = self.pass.sender.clone();
         Box::pin(async move {
+            let body = ExportBody::Encoded(request.into_inner());
             receiver
-                .export(request.into_inner(), sender)
+                .export(body, sender)
                 .await
                 .map(tonic::Response::new)
                 .map_err(|error| error.to_status())
@@ -110,15 +118,61 @@ where
             };
             let mut encodings = EnabledCompressionEncodings::default();
             encodings.enable(CompressionEncoding::Gzip);
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<
-                ExportTraceServiceResponse,
-                ExportTraceServiceRequest,
-            >::default())
-            .apply_compression_config(encodings, encodings)
-            .apply_max_message_size_config(Some(limit), None);
+            let mut grpc = Grpc::new(ExportCodec)
+                .apply_compression_config(encodings, encodings)
+                .apply_max_message_size_config(Some(limit), None);
             let response = grpc.unary(Export { receiver, pass }, request).await;
             Ok(size_limit_status(response))
         })
+    }
+}
+
+/// The codec of the export method: the request message as the bytes
+/// received (decompressed), the response encoded by prost.
+struct ExportCodec;
+
+impl Codec for ExportCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RequestBytes;
+
+    fn encoder(&mut self) -> ResponseEncoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> RequestBytes {
+        RequestBytes
+    }
+}
+
+struct ResponseEncoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        response: ExportTraceServiceResponse,
+        buffer: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        response
+            .encode(buffer)
+            .map_err(|error| tonic::Status::internal(error.to_string()))
+    }
+}
+
+struct RequestBytes;
+
+impl Decoder for RequestBytes {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    /// Takes the message's bytes; tonic's buffer hands them over without a
+    /// copy.
+    fn decode(&mut self, buffer: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(buffer.copy_to_bytes(buffer.remaining())))
     }
 }
 

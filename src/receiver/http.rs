@@ -2,9 +2,10 @@
 //! `application/json` bodies, optionally gzip-compressed.
 //!
 //! Takes the request body, enforces `otlp.max_request_size` before and after
-//! decompression, decodes it into the lenient [`crate::otlp`] types and hands
-//! it to [`Receiver::export`], which applies the same per-span checks and
-//! partial-success rules as gRPC. The response body is in the request's
+//! decompression, decodes JSON into the lenient [`crate::otlp`] types and
+//! hands the request to [`Receiver::export`], which checks a protobuf body
+//! as it does on gRPC and applies the same per-span checks and
+//! partial-success rules to both. The response body is in the request's
 //! content type: an `ExportTraceServiceResponse` on success and a
 //! `google.rpc.Status` on failure, as the OTLP specification requires. Statuses:
 //! 200 (with `partial_success` when spans were rejected), 400 for a body that
@@ -27,8 +28,8 @@ use prost::Message;
 
 use super::gate::{Gate, Refusal};
 use super::tls::ConnectionInfo;
-use super::{ExportError, Receiver};
-use crate::otlp::{self, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use super::{ExportBody, ExportError, Receiver};
+use crate::otlp::{self, ExportTraceServiceResponse};
 
 /// The OTLP/HTTP path of trace export.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -62,7 +63,12 @@ pub fn http_status(error: &ExportError) -> HttpFailure {
         | ExportError::Backlogged => HttpFailure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: CODE_UNAVAILABLE,
-            retry_after: Some(error.retry_after()),
+            retry_after: error.retry_after(),
+        },
+        ExportError::Malformed(_) => HttpFailure {
+            status: StatusCode::BAD_REQUEST,
+            code: CODE_INVALID_ARGUMENT,
+            retry_after: None,
         },
     }
 }
@@ -115,8 +121,6 @@ enum BodyError {
     Read(String),
     #[error("the gzip-compressed request body cannot be decompressed: {0}")]
     Gzip(std::io::Error),
-    #[error("the request body is not an OTLP protobuf ExportTraceServiceRequest: {0}")]
-    Protobuf(prost::DecodeError),
     #[error(transparent)]
     Json(otlp::json::JsonError),
 }
@@ -129,10 +133,7 @@ impl BodyError {
                 code: CODE_RESOURCE_EXHAUSTED,
                 retry_after: None,
             },
-            BodyError::Read(_)
-            | BodyError::Gzip(_)
-            | BodyError::Protobuf(_)
-            | BodyError::Json(_) => HttpFailure {
+            BodyError::Read(_) | BodyError::Gzip(_) | BodyError::Json(_) => HttpFailure {
                 status: StatusCode::BAD_REQUEST,
                 code: CODE_INVALID_ARGUMENT,
                 retry_after: None,
@@ -281,7 +282,7 @@ async fn read_request(
     body: Body,
     format: Format,
     gzip: bool,
-) -> Result<ExportTraceServiceRequest, BodyError> {
+) -> Result<ExportBody, BodyError> {
     let limit = state.max_request_size;
     let too_large = |stage| BodyError::TooLarge { limit, stage };
     let declared = headers
@@ -292,8 +293,8 @@ async fn read_request(
         return Err(too_large(""));
     }
     let bytes = collect_limited(body, limit).await?;
-    // Decompression and decoding are CPU work of up to the size limit, which
-    // would hold up other requests on this runtime thread.
+    // Decompression and JSON decoding are CPU work of up to the size limit,
+    // which would hold up other requests on this runtime thread.
     tokio::task::spawn_blocking(move || decode(bytes, format, gzip, limit))
         .await
         .map_err(|error| BodyError::Read(error.to_string()))?
@@ -312,19 +313,20 @@ async fn collect_limited(body: Body, limit: usize) -> Result<Vec<u8>, BodyError>
     Ok(bytes)
 }
 
-/// Decodes the body. Protobuf is decoded from a `Bytes` buffer, so that the
-/// span texts share it as on the gRPC path.
+/// Decompresses the body and decodes JSON. A protobuf body is handed over
+/// as it is, for the receiver to check as on the gRPC path.
 fn decode(
     bytes: Vec<u8>,
     format: Format,
     gzip: bool,
     limit: usize,
-) -> Result<ExportTraceServiceRequest, BodyError> {
+) -> Result<ExportBody, BodyError> {
     let plain = if gzip { gunzip(&bytes, limit)? } else { bytes };
     match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(bytes::Bytes::from(plain))
-            .map_err(BodyError::Protobuf),
-        Format::Json => otlp::json::decode_request(&plain).map_err(BodyError::Json),
+        Format::Protobuf => Ok(ExportBody::Encoded(bytes::Bytes::from(plain))),
+        Format::Json => otlp::json::decode_request(&plain)
+            .map(ExportBody::Decoded)
+            .map_err(BodyError::Json),
     }
 }
 

@@ -37,7 +37,7 @@ use crate::span::Span;
 use crate::spool::{RejectedEntry, Spool, SpoolError};
 use crate::validate::{Policy, root_reasons};
 
-use convert::{AttributeLimits, RequestContext, convert_request};
+use convert::{AttributeLimits, RequestContext, convert_encoded, convert_request};
 
 /// Maximum length of `partial_success.error_message`; OTLP clients log it,
 /// and a bounded message keeps one bad batch from flooding their logs.
@@ -55,8 +55,9 @@ const BACKLOG_POLL: Duration = Duration::from_millis(25);
 /// confirm older spans, and a shorter delay only adds refused requests.
 pub const SPOOL_FULL_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// Why an export request failed as a whole. Every variant asks the client to
-/// retry; nothing of the request was acknowledged.
+/// Why an export request failed as a whole; nothing of the request was
+/// acknowledged. Every variant but [`ExportError::Malformed`] asks the
+/// client to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The receiver is shutting down or its pipeline has stopped; the client
@@ -75,16 +76,25 @@ pub enum ExportError {
     /// make the assembler write waiting workflows early as evicted.
     #[error("the receiver's backlog is full while ClickHouse catches up; retry later")]
     Backlogged,
+    /// The body is not an OTLP protobuf `ExportTraceServiceRequest`. This
+    /// is the only variant that tells the client not to retry, because the
+    /// same bytes fail again.
+    #[error(
+        "the request body is not an OTLP protobuf ExportTraceServiceRequest: {0}; check that the exporter sends OTLP traces"
+    )]
+    Malformed(prost::DecodeError),
 }
 
 impl ExportError {
-    /// The delay to suggest before a retry.
-    pub fn retry_after(&self) -> Duration {
+    /// Returns the delay to suggest before a retry, or `None` when
+    /// retrying cannot help.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ExportError::SpoolFull => SPOOL_FULL_RETRY_DELAY,
+            ExportError::SpoolFull => Some(SPOOL_FULL_RETRY_DELAY),
             ExportError::Unavailable | ExportError::SpoolFailed | ExportError::Backlogged => {
-                RETRY_DELAY
+                Some(RETRY_DELAY)
             }
+            ExportError::Malformed(_) => None,
         }
     }
 
@@ -95,18 +105,36 @@ impl ExportError {
             ExportError::SpoolFull => "spool_full",
             ExportError::SpoolFailed => "spool_failed",
             ExportError::Backlogged => "backlog_full",
+            ExportError::Malformed(_) => "invalid_argument",
         }
     }
 
     /// The gRPC status of the error: `UNAVAILABLE` with `RetryInfo`, which
-    /// OTLP clients retry.
+    /// OTLP clients retry, or `INVALID_ARGUMENT` for a malformed body.
     pub fn to_status(&self) -> tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt};
-        tonic::Status::with_error_details(
-            tonic::Code::Unavailable,
-            self.to_string(),
-            ErrorDetails::with_retry_info(Some(self.retry_after())),
-        )
+        match self.retry_after() {
+            Some(delay) => tonic::Status::with_error_details(
+                tonic::Code::Unavailable,
+                self.to_string(),
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            None => tonic::Status::invalid_argument(self.to_string()),
+        }
+    }
+}
+
+/// An export request's body: decoded already (OTLP/JSON), or the protobuf
+/// encoding as received (gRPC and OTLP/HTTP protobuf), which the receiver
+/// checks without decoding it into prost's types where it can.
+pub enum ExportBody {
+    Decoded(ExportTraceServiceRequest),
+    Encoded(bytes::Bytes),
+}
+
+impl From<ExportTraceServiceRequest> for ExportBody {
+    fn from(request: ExportTraceServiceRequest) -> Self {
+        ExportBody::Decoded(request)
     }
 }
 
@@ -188,14 +216,14 @@ impl Receiver {
             .inc();
     }
 
-    /// Handles one decoded export request from `sender`, the name
+    /// Handles one export request from `sender`, the name
     /// [`gate::Gate::check`] returned; it is stored in `Sender` of every row.
     pub async fn export(
         &self,
-        request: ExportTraceServiceRequest,
+        request: impl Into<ExportBody>,
         sender: Arc<str>,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
-        let result = self.export_inner(request, sender).await;
+        let result = self.export_inner(request.into(), sender).await;
         let code = match &result {
             Ok(_) => "ok",
             Err(error) => error.code(),
@@ -206,7 +234,7 @@ impl Receiver {
 
     async fn export_inner(
         &self,
-        mut request: ExportTraceServiceRequest,
+        body: ExportBody,
         sender: Arc<str>,
     ) -> Result<ExportTraceServiceResponse, ExportError> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -232,9 +260,16 @@ impl Receiver {
             sender,
             limits: self.attribute_limits,
         };
-        let redactions = self.redactor.redact_request(&mut request);
+        let (converted, redactions) = match body {
+            ExportBody::Decoded(mut request) => {
+                let redactions = self.redactor.redact_request(&mut request);
+                (convert_request(request, &context), redactions)
+            }
+            ExportBody::Encoded(bytes) => {
+                convert_encoded(bytes, &self.redactor, &context).map_err(ExportError::Malformed)?
+            }
+        };
         self.metrics.count_redactions(&redactions);
-        let converted = convert_request(request, &context);
         self.count_limits(&converted);
         let received = converted.spans.len() + converted.rejected.len();
         if received == 0 {

@@ -178,6 +178,76 @@ impl Redactor {
         found
     }
 
+    /// Redacts every secret in the attributes of `resource`.
+    pub fn redact_resource(&self, resource: &mut crate::otlp::Resource, found: &mut Redactions) {
+        if self.enabled {
+            self.redact_pairs(&mut resource.attributes, found);
+        }
+    }
+
+    /// Redacts every secret in one span: in its attributes, event names
+    /// and the attributes of its events and links.
+    pub fn redact_one_span(&self, span: &mut crate::otlp::Span, found: &mut Redactions) {
+        if self.enabled {
+            self.redact_span(span, found);
+        }
+    }
+
+    /// Checks whether redaction would look twice at `span`, the checked
+    /// form of the span encoded as `encoding`: whether a pattern matches
+    /// one of the values that [`Redactor::redact_one_span`] redacts. A
+    /// `false` means that redacting the span's encoding leaves it as it
+    /// is.
+    ///
+    /// Every value is a part of the encoding, so when the built-in
+    /// triggers are nowhere in the encoding, no value can match a built-in
+    /// pattern, and without configured patterns no value is searched.
+    pub fn may_redact(&self, span: &Span, encoding: &[u8]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let builtin = self.prefilter.may_match(encoding);
+        if !builtin && self.custom_set.is_none() {
+            return false;
+        }
+        let matches = |bytes: &[u8]| {
+            (builtin && self.prefilter.may_match(bytes) && self.builtin_set.is_match(bytes))
+                || self
+                    .custom_set
+                    .as_ref()
+                    .is_some_and(|set| set.is_match(bytes))
+        };
+        let pairs_match = |pairs: &[(crate::span::Str, Value)]| self.pairs_match(pairs, &matches);
+        pairs_match(&span.attributes.0)
+            || span
+                .events
+                .iter()
+                .any(|event| matches(event.name.as_bytes()) || pairs_match(&event.attributes.0))
+            || span
+                .links
+                .iter()
+                .any(|link| pairs_match(&link.attributes.0))
+    }
+
+    fn pairs_match(
+        &self,
+        pairs: &[(crate::span::Str, Value)],
+        matches: &impl Fn(&[u8]) -> bool,
+    ) -> bool {
+        pairs.iter().any(|(key, value)| {
+            !self.skip_keys.contains(&key.as_bytes()[..]) && self.value_matches(value, matches)
+        })
+    }
+
+    fn value_matches(&self, value: &Value, matches: &impl Fn(&[u8]) -> bool) -> bool {
+        match value {
+            Value::Str(text) => matches(text.as_bytes()),
+            Value::Array(items) => items.iter().any(|item| self.value_matches(item, matches)),
+            Value::Map(pairs) => self.pairs_match(pairs, matches),
+            _ => false,
+        }
+    }
+
     fn redact_span(&self, span: &mut crate::otlp::Span, found: &mut Redactions) {
         self.redact_pairs(&mut span.attributes, found);
         for event in &mut span.events {

@@ -1,5 +1,7 @@
-//! Decodes the protobuf encoding of a span read back from the spool
-//! straight into a [`Span`], without prost's message types in between.
+//! Decodes the protobuf encoding of a span straight into a [`Span`],
+//! without prost's message types in between: spans read back from the
+//! spool, and spans of a request as received ([`super::encoded`]), whose
+//! envelope [`split_request`] splits.
 //!
 //! The prost path builds an `otlp::Span`, with a buffer per field and a
 //! vector grown one attribute at a time, which [`super::convert_span`]
@@ -12,9 +14,9 @@
 //! type, values nested deeper than [`MAX_DEPTH`]) and a span that fails a
 //! check make [`decode_span`] return `None`. Attributes past the count
 //! limit are checked here too, although the prost path leaves them
-//! unchecked, so such a span also goes to the prost path. The caller then takes the prost path,
-//! which decides those cases, so a span decoded here is always the span
-//! the prost path returns.
+//! unchecked, so such a span also goes to the prost path. The caller then
+//! takes the prost path, which decides those cases, so a span decoded here
+//! is always the span the prost path returns.
 
 use bytes::Bytes;
 use prost::encoding::decode_varint;
@@ -97,8 +99,8 @@ fn once(seen: &mut u32, number: u32) -> Walk {
 
 /// Decodes the span encoding `span`, a view of a spool record, with the
 /// resource and scope already converted. `raw` is the whole record and
-/// `content_hash` its hash when known. Returns `None` when the prost path
-/// has to decide.
+/// `content_hash` its hash when known. What the attribute limits changed is
+/// added to `stats`. Returns `None` when the prost path has to decide.
 pub(super) fn decode_span(
     span: &Bytes,
     resource: Arc<Resource>,
@@ -106,6 +108,7 @@ pub(super) fn decode_span(
     context: &RequestContext,
     raw: Bytes,
     content_hash: Option<[u8; 32]>,
+    stats: &mut LimitStats,
 ) -> Option<Span> {
     let mut parts = SpanParts::default();
     let limits = &context.limits;
@@ -143,8 +146,8 @@ pub(super) fn decode_span(
                 once(&mut seen, number)?;
                 parts.dropped_attributes = dropped as u32;
             }
-            (11, Field::Bytes(bytes)) => parts.events.push(event(span, bytes, limits)?),
-            (13, Field::Bytes(bytes)) => parts.links.push(link(span, bytes, limits)?),
+            (11, Field::Bytes(bytes)) => parts.events.push(event(span, bytes, limits, stats)?),
+            (13, Field::Bytes(bytes)) => parts.links.push(link(span, bytes, limits, stats)?),
             (12 | 14, Field::Varint(_)) | (16, Field::Fixed32) => {}
             (1..=16, _) => return Err(Stop),
             _ => {}
@@ -152,7 +155,7 @@ pub(super) fn decode_span(
         Ok(())
     });
     walked.ok()?;
-    let attributes = attributes.finish(parts.dropped_attributes, &mut LimitStats::default());
+    let attributes = attributes.finish(parts.dropped_attributes, stats);
     parts
         .build(
             span,
@@ -164,6 +167,76 @@ pub(super) fn decode_span(
             content_hash,
         )
         .ok()
+}
+
+/// The encodings in one `ResourceSpans` of a request: its resource, and the
+/// scope and spans of each of its `ScopeSpans`. A missing resource or scope
+/// is empty, as prost decodes it.
+pub(super) struct Group<'a> {
+    pub resource: &'a [u8],
+    pub scopes: Vec<(&'a [u8], Vec<&'a [u8]>)>,
+}
+
+/// Splits the encoding of an `ExportTraceServiceRequest` into its groups
+/// without decoding the messages in them. Returns `None` when prost has to
+/// decide: a known field with another wire type, a resource or scope sent
+/// twice (prost merges them), a group wire type, or bytes that end early.
+pub(super) fn split_request(body: &[u8]) -> Option<Vec<Group<'_>>> {
+    let mut groups = Vec::new();
+    let walked = walk(body, |number, field| match (number, field) {
+        (1, Field::Bytes(bytes)) => {
+            groups.push(group(bytes)?);
+            Ok(())
+        }
+        (1, _) => Err(Stop),
+        _ => Ok(()),
+    });
+    walked.ok()?;
+    Some(groups)
+}
+
+/// Splits one `ResourceSpans`.
+fn group(bytes: &[u8]) -> Result<Group<'_>, Stop> {
+    let mut resource: &[u8] = &[];
+    let mut scopes = Vec::new();
+    let mut seen = 0u32;
+    walk(bytes, |number, field| match (number, field) {
+        (1, Field::Bytes(value)) => {
+            once(&mut seen, number)?;
+            resource = value;
+            Ok(())
+        }
+        (2, Field::Bytes(value)) => {
+            scopes.push(scope_spans(value)?);
+            Ok(())
+        }
+        (3, Field::Bytes(_)) => Ok(()),
+        (1..=3, _) => Err(Stop),
+        _ => Ok(()),
+    })?;
+    Ok(Group { resource, scopes })
+}
+
+/// Splits one `ScopeSpans` into its scope and spans.
+fn scope_spans(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), Stop> {
+    let mut scope: &[u8] = &[];
+    let mut spans = Vec::new();
+    let mut seen = 0u32;
+    walk(bytes, |number, field| match (number, field) {
+        (1, Field::Bytes(value)) => {
+            once(&mut seen, number)?;
+            scope = value;
+            Ok(())
+        }
+        (2, Field::Bytes(value)) => {
+            spans.push(value);
+            Ok(())
+        }
+        (3, Field::Bytes(_)) => Ok(()),
+        (1..=3, _) => Err(Stop),
+        _ => Ok(()),
+    })?;
+    Ok((scope, spans))
 }
 
 /// The fields of a span as read, before their checks.
@@ -309,7 +382,12 @@ fn items<T>(bytes: &[u8], mut read: impl FnMut(&[u8]) -> Result<T, Stop>) -> Res
 }
 
 /// Reads an `Event`.
-fn event(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Event, Stop> {
+fn event(
+    base: &Bytes,
+    bytes: &[u8],
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Event, Stop> {
     let mut time = 0;
     let mut name: &[u8] = &[];
     let mut dropped = 0;
@@ -341,12 +419,17 @@ fn event(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Event, 
     Ok(Event {
         time_unix_nano: time,
         name: text(base, name)?,
-        attributes: attributes.finish(dropped, &mut LimitStats::default()),
+        attributes: attributes.finish(dropped, stats),
     })
 }
 
 /// Reads a `Link`.
-fn link(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Link, Stop> {
+fn link(
+    base: &Bytes,
+    bytes: &[u8],
+    limits: &AttributeLimits,
+    stats: &mut LimitStats,
+) -> Result<Link, Stop> {
     let mut trace_id: &[u8] = &[];
     let mut span_id: &[u8] = &[];
     let mut trace_state: &[u8] = &[];
@@ -381,7 +464,7 @@ fn link(base: &Bytes, bytes: &[u8], limits: &AttributeLimits) -> Result<Link, St
         trace_id: lower_hex(trace_id),
         span_id: lower_hex(span_id),
         trace_state: text(base, trace_state)?,
-        attributes: attributes.finish(dropped, &mut LimitStats::default()),
+        attributes: attributes.finish(dropped, stats),
     })
 }
 
@@ -409,7 +492,7 @@ fn status(base: &Bytes, bytes: &[u8]) -> Result<(i32, Str), Stop> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use proptest::prelude::*;
     use prost::Message;
 
@@ -456,6 +539,7 @@ mod tests {
             context,
             raw.clone(),
             None,
+            &mut LimitStats::default(),
         );
         let prost = prost_span(span.clone(), resource, scope, context, raw.clone(), None);
         (direct, prost)
@@ -638,11 +722,11 @@ mod tests {
         (text_bytes(), value).prop_map(|(key, value)| KeyValue { key, value })
     }
 
-    fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    pub(in crate::receiver::convert) fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         prop::collection::vec(any_attribute(), 0..6)
     }
 
-    fn any_span() -> impl Strategy<Value = otlp::Span> {
+    pub(in crate::receiver::convert) fn any_span() -> impl Strategy<Value = otlp::Span> {
         let event = (any::<u64>(), text_bytes(), attributes(), 0u32..3).prop_map(
             |(time_unix_nano, name, attributes, dropped_attributes_count)| otlp::Event {
                 time_unix_nano,
