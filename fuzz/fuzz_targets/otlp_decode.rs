@@ -1,7 +1,15 @@
-//! OTLP/protobuf decode plus the receiver's per-span checks on arbitrary
-//! bytes. Besides not panicking, every decoded span must end either
-//! converted or rejected, and a converted span must read back unchanged
-//! from the bytes that the spool keeps.
+//! OTLP/protobuf requests on arbitrary bytes, through both ways the
+//! receiver checks them: decoded into prost's types (OTLP/JSON takes this
+//! way after its own decoding) and from the encoding as gRPC hands it over,
+//! with redaction in both. Besides not panicking, every decoded span must
+//! end either converted or rejected. Both ways must agree on the spans,
+//! rejections and redactions of a request that prost decodes. A converted
+//! span must read back unchanged from the bytes that the spool keeps.
+//!
+//! The encoded way decodes each span with prost on its own where it needs
+//! prost, so prost's nesting limit counts from the span, not from the
+//! request: a request that prost refuses as nested too deeply may be
+//! accepted there. Nothing is asserted for requests prost refuses.
 
 #![no_main]
 
@@ -9,8 +17,10 @@ use std::sync::Arc;
 
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::receiver::convert::{
-    AttributeLimits, RequestContext, convert_request, span_from_raw,
+    AttributeLimits, RequestContext, convert_encoded, convert_request, span_from_raw,
 };
+use agent_ledger::redact::Redactor;
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -26,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
             max_value_bytes: 64 + usize::from(limit_byte),
         },
     };
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let redactor = Redactor::new(&Default::default()).expect("the built-in patterns compile");
+    let encoded = convert_encoded(Bytes::copy_from_slice(body), &redactor, &context);
+    let Ok(mut request) = ExportTraceServiceRequest::decode(body) else {
         return;
     };
     let sent: usize = request
@@ -35,11 +47,16 @@ fuzz_target!(|data: &[u8]| {
         .flat_map(|resource| &resource.scope_spans)
         .map(|scope| scope.spans.len())
         .sum();
+    let redactions = redactor.redact_request(&mut request);
     let converted = convert_request(request, &context);
     assert_eq!(converted.spans.len() + converted.rejected.len(), sent);
-    for span in &converted.spans {
+    let (encoded, encoded_redactions) = encoded.expect("a request prost decodes is accepted");
+    assert_eq!(encoded_redactions, redactions);
+    assert_eq!(encoded.spans.len(), converted.spans.len());
+    assert_eq!(encoded.rejected.len(), converted.rejected.len());
+    for span in converted.spans.iter().chain(&encoded.spans) {
         assert!(span.start_unix_nano > 0 && span.end_unix_nano >= span.start_unix_nano);
-        let again = span_from_raw(&span.raw, &context);
+        let again = span_from_raw(span.raw.clone(), &context);
         assert_eq!(again.as_ref(), Some(span));
     }
 });
