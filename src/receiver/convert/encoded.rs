@@ -58,7 +58,15 @@ fn convert_split(
     context: &RequestContext,
 ) -> Option<(Converted, Redactions)> {
     let groups = wire::split_request(body)?;
-    let mut converted = Converted::default();
+    let sent = groups
+        .iter()
+        .flat_map(|group| &group.scopes)
+        .map(|(_, spans)| spans.len())
+        .sum();
+    let mut converted = Converted {
+        spans: Vec::with_capacity(sent),
+        ..Default::default()
+    };
     let mut found = Redactions::default();
     for group in groups {
         let mut raw_resource = otlp::Resource::decode(body.slice_ref(group.resource)).ok()?;
