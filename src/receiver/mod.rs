@@ -56,8 +56,8 @@ const BACKLOG_POLL: Duration = Duration::from_millis(25);
 pub const SPOOL_FULL_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Why an export request failed as a whole; nothing of the request was
-/// acknowledged. Every variant but [`ExportError::Malformed`] asks the
-/// client to retry.
+/// acknowledged. OTLP clients retry every variant but
+/// [`ExportError::Malformed`].
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     /// The receiver is shutting down or its pipeline has stopped; the client
@@ -76,9 +76,9 @@ pub enum ExportError {
     /// make the assembler write waiting workflows early as evicted.
     #[error("the receiver's backlog is full while ClickHouse catches up; retry later")]
     Backlogged,
-    /// The body is not an OTLP protobuf `ExportTraceServiceRequest`. This
-    /// is the only variant that tells the client not to retry, because the
-    /// same bytes fail again.
+    /// The body is not an OTLP protobuf `ExportTraceServiceRequest`. Its
+    /// status is one that clients do not retry, because the same bytes
+    /// fail again.
     #[error(
         "the request body is not an OTLP protobuf ExportTraceServiceRequest: {0}; check that the exporter sends OTLP traces"
     )]
@@ -265,9 +265,13 @@ impl Receiver {
                 let redactions = self.redactor.redact_request(&mut request);
                 (convert_request(request, &context), redactions)
             }
-            ExportBody::Encoded(bytes) => {
-                convert_encoded(bytes, &self.redactor, &context).map_err(ExportError::Malformed)?
-            }
+            ExportBody::Encoded(bytes) => match convert_encoded(bytes, &self.redactor, &context) {
+                Ok(done) => done,
+                Err(error) => {
+                    tracing::debug!(%error, sender = %context.sender, "rejected a request body that is not an ExportTraceServiceRequest");
+                    return Err(ExportError::Malformed(error));
+                }
+            },
         };
         self.metrics.count_redactions(&redactions);
         self.count_limits(&converted);
