@@ -27,7 +27,10 @@ use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
-use agent_ledger::receiver::convert::{RequestContext, SpoolDecoder, convert_request};
+use agent_ledger::receiver::convert::{
+    RequestContext, SpoolDecoder, convert_encoded, convert_request,
+};
+use agent_ledger::redact::Redactor;
 use agent_ledger::span::Span;
 use agent_ledger::validate::{self, Policy, root_reasons};
 use bytes::Bytes;
@@ -55,6 +58,9 @@ struct Fixture {
     sealed: Vec<Sealed>,
     /// The chained `agent_spans` rows of a batch, before encoding.
     span_rows: Vec<SpanRow>,
+    /// A redactor that is turned off: `together` leaves redaction out, as
+    /// in earlier runs.
+    unredacted: Redactor,
 }
 
 impl Fixture {
@@ -93,6 +99,11 @@ impl Fixture {
             policy,
             sealed,
             span_rows,
+            unredacted: Redactor::new(&agent_ledger::config::RedactConfig {
+                enabled: false,
+                ..Default::default()
+            })
+            .expect("the built-in patterns compile"),
         }
     }
 
@@ -176,9 +187,8 @@ struct BatchRows {
 fn process_batch(fixture: &Fixture) -> BatchRows {
     let mut rows = BatchRows::default();
     for bytes in &fixture.requests {
-        let request =
-            ExportTraceServiceRequest::decode(bytes.clone()).expect("the request decodes");
-        let converted = convert_request(request, &fixture.context);
+        let (converted, _) = convert_encoded(bytes.clone(), &fixture.unredacted, &fixture.context)
+            .expect("the request decodes");
         black_box(check_roots(&converted.spans, &fixture.policy));
         for sealed in assemble(converted.spans, &fixture.resolver, &fixture.policy) {
             let built = workflow_rows(sealed.clone(), 0);
@@ -243,6 +253,29 @@ fn stages(c: &mut Criterion) {
             |request| convert_request(request, &fixture.context),
             BatchSize::LargeInput,
         )
+    });
+
+    // The receiver's whole per-request work before the spool: redaction
+    // and the per-span checks, from the encoded request as gRPC hands it
+    // over, and the same through prost's types as OTLP/JSON takes it.
+    let redactor = Redactor::new(&Default::default()).expect("the built-in patterns compile");
+    group.bench_function("receive", |b| {
+        b.iter(|| {
+            convert_encoded(
+                black_box(fixture.requests[0].clone()),
+                &redactor,
+                &fixture.context,
+            )
+            .unwrap()
+        })
+    });
+    group.bench_function("receive_decoded", |b| {
+        b.iter(|| {
+            let mut request =
+                ExportTraceServiceRequest::decode(black_box(fixture.requests[0].clone())).unwrap();
+            let redactions = redactor.redact_request(&mut request);
+            (convert_request(request, &fixture.context), redactions)
+        })
     });
 
     group.bench_function("read_back", |b| {
