@@ -144,13 +144,11 @@ fn direct(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use proptest::prelude::*;
     use prost::Message;
 
-    use super::super::wire::tests::{any_span, attributes};
-    use super::super::{AttributeLimits, RequestContext};
+    use super::super::RequestContext;
+    use super::super::wire::tests::{any_span, attributes, context};
     use super::*;
     use crate::config::RedactConfig;
     use crate::otlp::{AnyValue, KeyValue, any_value};
@@ -159,17 +157,6 @@ mod tests {
 
     const PASSWORD: &str = "db password=hunter22 retry=3";
     const BEARER: &str = "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
-
-    fn context(max_attributes: usize, max_value_bytes: usize) -> RequestContext {
-        RequestContext {
-            received_at_unix_nano: 42,
-            sender: Arc::from("token-a"),
-            limits: AttributeLimits {
-                max_attributes,
-                max_value_bytes,
-            },
-        }
-    }
 
     fn redactor(enabled: bool, custom: Option<&str>) -> Redactor {
         let patterns = custom

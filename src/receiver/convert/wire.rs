@@ -500,7 +500,10 @@ pub(super) mod tests {
     use super::*;
     use crate::otlp::{self, AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
 
-    fn context(max_attributes: usize, max_value_bytes: usize) -> RequestContext {
+    pub(in crate::receiver::convert) fn context(
+        max_attributes: usize,
+        max_value_bytes: usize,
+    ) -> RequestContext {
         RequestContext {
             received_at_unix_nano: 42,
             sender: Arc::from("token-a"),
