@@ -520,12 +520,20 @@ impl<'a> Limited<'a> {
         if self.sent > self.limits.max_attributes {
             return;
         }
-        let (value, original_len) = limit_value(value, self.limits.max_value_bytes);
-        if let Some(original_len) = original_len {
-            let record = Str::from(format!("{TRUNCATED_PREFIX}{key}"));
-            self.truncations
-                .push((record, Value::Int(original_len as i64)));
-        }
+        let max = self.limits.max_value_bytes;
+        // Most values are within the limit; checking them by reference
+        // keeps them from being moved through `limit_value` and back.
+        let value = if may_exceed(&value, max) {
+            let (value, original_len) = limit_value(value, max);
+            if let Some(original_len) = original_len {
+                let record = Str::from(format!("{TRUNCATED_PREFIX}{key}"));
+                self.truncations
+                    .push((record, Value::Int(original_len as i64)));
+            }
+            value
+        } else {
+            value
+        };
         self.attributes.push((key, value));
     }
 
@@ -549,6 +557,17 @@ impl<'a> Limited<'a> {
             ));
         }
         Attributes(self.attributes)
+    }
+}
+
+/// Checks whether [`limit_value`] may change `value`: `false` means that
+/// it returns the value unchanged.
+fn may_exceed(value: &Value, max: usize) -> bool {
+    match value {
+        Value::Str(text) => text.len() > max,
+        Value::Bytes(bytes) => bytes.len() > max,
+        Value::Array(_) | Value::Map(_) => size_bound(value) > max,
+        Value::Bool(_) | Value::Int(_) | Value::Double(_) | Value::Empty => false,
     }
 }
 
