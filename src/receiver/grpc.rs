@@ -9,8 +9,8 @@
 //! produce) for two reasons. Its codec hands the request message over as
 //! the bytes received, which the receiver checks without decoding them into
 //! prost's types where it can ([`super::convert::convert_encoded`]). A body
-//! that is not a request gets `INVALID_ARGUMENT`. And it
-//! corrects one status: tonic answers a message over the size limit with
+//! that is not a request gets `INVALID_ARGUMENT`. And it corrects one
+//! status: tonic rejects a message over the size limit with
 //! `OUT_OF_RANGE`, which OTLP clients retry forever, and the OTLP
 //! specification asks for `RESOURCE_EXHAUSTED`.
 

@@ -55,8 +55,8 @@ const BACKLOG_POLL: Duration = Duration::from_millis(25);
 /// confirm older spans, and a shorter delay only adds refused requests.
 pub const SPOOL_FULL_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// Why an export request failed as a whole; nothing of the request was
-/// acknowledged. OTLP clients retry every variant but
+/// The reason an export request failed as a whole. Nothing of the request
+/// was acknowledged. OTLP clients retry every variant but
 /// [`ExportError::Malformed`].
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -193,15 +193,14 @@ impl Redactor {
         }
     }
 
-    /// Checks whether redaction would look twice at `span`, the checked
-    /// form of the span encoded as `encoding`: whether a pattern matches
-    /// one of the values that [`Redactor::redact_one_span`] redacts. A
-    /// `false` means that redacting the span's encoding leaves it as it
-    /// is.
+    /// Checks whether a pattern matches one of the values of `span` that
+    /// [`Redactor::redact_one_span`] redacts. `span` is the checked form
+    /// of the span encoded as `encoding`. `false` means that redacting the
+    /// encoding leaves it unchanged.
     ///
-    /// Every value is a part of the encoding, so when the built-in
-    /// triggers are nowhere in the encoding, no value can match a built-in
-    /// pattern, and without configured patterns no value is searched.
+    /// Every value is a part of the encoding. So when the encoding contains
+    /// no built-in trigger, no value can match a built-in pattern, and
+    /// without configured patterns no value is searched.
     pub fn may_redact(&self, span: &Span, encoding: &[u8]) -> bool {
         if !self.enabled {
             return false;

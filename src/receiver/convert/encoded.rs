@@ -9,11 +9,14 @@
 //!
 //! Redaction comes first, as on the decoded path. A span goes through
 //! prost's types, where it is redacted and encoded again, in three cases:
-//! a value of it matches a pattern ([`Redactor::may_redact`]), the
-//! attribute limits changed it (a secret could hide in what they cut), or
-//! the wire decoder leaves it to prost. A resource with a secret is encoded again
-//! after redaction. Anything the split does not read sends the whole
-//! request down the decoded path.
+//!
+//! - a value of it matches a pattern ([`Redactor::may_redact`]);
+//! - the attribute limits changed it, because a secret could hide in what
+//!   they cut;
+//! - the wire decoder leaves it to prost.
+//!
+//! A resource with a secret is encoded again after redaction. Anything the
+//! split does not read sends the whole request down the decoded path.
 //!
 //! For a request that prost encoded, the spans, quarantine rows and
 //! redactions are those of the decoded path, `RawSpan` bytes included. A
@@ -114,7 +117,7 @@ fn convert_split(
 /// Copies the span `encoding` into its spool record and reads it from
 /// there. Returns `None` when the span has to go through prost's types:
 /// the wire decoder leaves it to prost, the attribute limits changed it, or
-/// redaction would look at it twice.
+/// a value of it matches a redaction pattern.
 fn direct(
     encoding: &[u8],
     resource_bytes: &[u8],

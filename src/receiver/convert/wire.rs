@@ -197,46 +197,36 @@ pub(super) fn split_request(body: &[u8]) -> Option<Vec<Group<'_>>> {
 
 /// Splits one `ResourceSpans`.
 fn group(bytes: &[u8]) -> Result<Group<'_>, Stop> {
-    let mut resource: &[u8] = &[];
-    let mut scopes = Vec::new();
-    let mut seen = 0u32;
-    walk(bytes, |number, field| match (number, field) {
-        (1, Field::Bytes(value)) => {
-            once(&mut seen, number)?;
-            resource = value;
-            Ok(())
-        }
-        (2, Field::Bytes(value)) => {
-            scopes.push(scope_spans(value)?);
-            Ok(())
-        }
-        (3, Field::Bytes(_)) => Ok(()),
-        (1..=3, _) => Err(Stop),
-        _ => Ok(()),
-    })?;
+    let (resource, scope_spans) = head_and_items(bytes)?;
+    let scopes = scope_spans
+        .into_iter()
+        .map(head_and_items)
+        .collect::<Result<_, Stop>>()?;
     Ok(Group { resource, scopes })
 }
 
-/// Splits one `ScopeSpans` into its scope and spans.
-fn scope_spans(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), Stop> {
-    let mut scope: &[u8] = &[];
-    let mut spans = Vec::new();
+/// Splits a `ResourceSpans` or a `ScopeSpans`, which share their layout:
+/// a singular message in field 1 (the resource or scope), a repeated one
+/// in field 2 (the `ScopeSpans` or spans) and the schema URL in field 3.
+fn head_and_items(bytes: &[u8]) -> Result<(&[u8], Vec<&[u8]>), Stop> {
+    let mut head: &[u8] = &[];
+    let mut items = Vec::new();
     let mut seen = 0u32;
     walk(bytes, |number, field| match (number, field) {
         (1, Field::Bytes(value)) => {
             once(&mut seen, number)?;
-            scope = value;
+            head = value;
             Ok(())
         }
         (2, Field::Bytes(value)) => {
-            spans.push(value);
+            items.push(value);
             Ok(())
         }
         (3, Field::Bytes(_)) => Ok(()),
         (1..=3, _) => Err(Stop),
         _ => Ok(()),
     })?;
-    Ok((scope, spans))
+    Ok((head, items))
 }
 
 /// The fields of a span as read, before their checks.
