@@ -16,6 +16,7 @@ use agent_ledger::preset::{Resolver, builtin_presets};
 use agent_ledger::receiver::convert::{AttributeLimits, RequestContext, convert_request};
 use agent_ledger::validate::Policy;
 use arbitrary::Arbitrary;
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -78,7 +79,7 @@ fn span(index: usize, input: &SpanInput) -> otlp::Span {
         trace_id,
         span_id: id(index as u64),
         parent_span_id: input.parent.map(|parent| id(u64::from(parent % 40))).unwrap_or_default(),
-        name: b"step".to_vec(),
+        name: Bytes::from_static(b"step"),
         start_time_unix_nano: start,
         end_time_unix_nano: start + u64::from(input.duration_ms) * 1_000_000,
         attributes: attributes(input.role, input.with_call_id),
