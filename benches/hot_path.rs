@@ -28,7 +28,7 @@ use agent_ledger::loadgen::{Shape, Templates};
 use agent_ledger::otlp::ExportTraceServiceRequest;
 use agent_ledger::preset::{ORIGIN_TYPE, Resolver};
 use agent_ledger::receiver::convert::{
-    RequestContext, SpoolDecoder, convert_encoded, convert_request,
+    ArrivalKeys, RequestContext, SpoolDecoder, convert_encoded, convert_request,
 };
 use agent_ledger::redact::Redactor;
 use agent_ledger::span::Span;
@@ -187,8 +187,10 @@ struct BatchRows {
 fn process_batch(fixture: &Fixture) -> BatchRows {
     let mut rows = BatchRows::default();
     for bytes in &fixture.requests {
-        let (converted, _) = convert_encoded(bytes.clone(), &fixture.unredacted, &fixture.context)
-            .expect("the request decodes");
+        // No spool here, so every attribute is kept.
+        let (converted, _) =
+            convert_encoded(bytes.clone(), &fixture.unredacted, None, &fixture.context)
+                .expect("the request decodes");
         black_box(check_roots(&converted.spans, &fixture.policy));
         for sealed in assemble(converted.spans, &fixture.resolver, &fixture.policy) {
             let built = workflow_rows(sealed.clone(), 0);
@@ -258,17 +260,23 @@ fn stages(c: &mut Criterion) {
     // The receiver's whole per-request work before the spool: redaction
     // and the per-span checks, from the encoded request as gRPC hands it
     // over, and the same through prost's types as OTLP/JSON takes it.
+    // A receiver with a spool keeps only the attributes read on arrival
+    // (`receive`); `receive_all` keeps every attribute, as without one.
     let redactor = Redactor::new(&Default::default()).expect("the built-in patterns compile");
-    group.bench_function("receive", |b| {
-        b.iter(|| {
-            convert_encoded(
-                black_box(fixture.requests[0].clone()),
-                &redactor,
-                &fixture.context,
-            )
-            .unwrap()
-        })
-    });
+    let keys = ArrivalKeys::new(&fixture.resolver);
+    for (name, keys) in [("receive", Some(&keys)), ("receive_all", None)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                convert_encoded(
+                    black_box(fixture.requests[0].clone()),
+                    &redactor,
+                    keys,
+                    &fixture.context,
+                )
+                .unwrap()
+            })
+        });
+    }
     group.bench_function("receive_decoded", |b| {
         b.iter(|| {
             let mut request =

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::preset::Resolver;
 use crate::receiver::Receiver;
 use crate::receiver::auth::{Authenticator, TokenStore};
-use crate::receiver::convert::{AttributeLimits, RequestContext, span_from_raw};
+use crate::receiver::convert::{ArrivalKeys, AttributeLimits, RequestContext, span_from_raw};
 use crate::receiver::gate::Gate;
 use crate::receiver::grpc::TraceService;
 use crate::receiver::limit::RequestLimiter;
@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sink_task = tokio::spawn(sink.with_spool(spool.clone()).run(sink_queue));
 
     let resolver = Resolver::new(config.presets()?);
+    let arrival_keys = Arc::new(ArrivalKeys::new(&resolver));
     let mut assembler =
         Assembler::new(limits(&config), config.policy.clone(), resolver).with_spool(spool.clone());
     let mut replayed = Vec::new();
@@ -174,6 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let redactor = crate::redact::Redactor::new(&config.redact).map_err(anyhow::Error::msg)?;
     let receiver = Receiver::new(assembler_handle, metrics.clone(), config.policy.clone())
         .with_spool(spool.clone())
+        .with_arrival_keys(arrival_keys)
         .with_redactor(Arc::new(redactor))
         .with_attribute_limits(config.limits.attribute_limits())
         .with_backlog_limit(backlog_limit(config.assembler.max_buffered_spans));

@@ -317,6 +317,11 @@ pub struct Span {
     /// holds: they are assembled again for their workflow's verdict but not
     /// written a second time.
     pub already_stored: bool,
+    /// Set when only the attributes that the receiver and the assembler
+    /// read on arrival were kept ([`crate::receiver::convert::ArrivalKeys`]).
+    /// Such a span is read back in full from its spool record before its
+    /// attributes are used for anything else.
+    pub arrival_only: bool,
 }
 
 impl Span {

@@ -74,6 +74,7 @@ pub(crate) fn span(id: u64, name: &str) -> SpanBuilder {
             raw: bytes::Bytes::new(),
             spool: None,
             already_stored: false,
+            arrival_only: false,
         },
         resource: Resource {
             attributes: Attributes::default(),

@@ -154,6 +154,52 @@ async fn gzip_request_stored() {
     assert_eq!(harness.wait_for_count(&sql, 2, WAIT).await, 2);
 }
 
+/// The receiver keeps in memory only the attributes it reads on arrival;
+/// the stored rows still have every attribute, read back from the spool.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attribute_stored() {
+    let harness = Harness::start(test_config("attributes")).await;
+    let spans = vec![
+        root_span(23, 1, None, 0, 100)
+            .attr("app.tenant", "acme")
+            .build(),
+        chat_span(23, 2, 1, 10, 20)
+            .attr("app.customer_tier", "gold")
+            .build(),
+    ];
+    export(&harness.grpc_url(), request(spans), false)
+        .await
+        .expect("the request succeeds");
+    let sql = format!(
+        "SELECT count() FROM agent_spans WHERE TraceId = '{}'",
+        trace_hex(23)
+    );
+    assert_eq!(harness.wait_for_count(&sql, 2, WAIT).await, 2);
+
+    let stored: Vec<StoredAttributes> = harness
+        .rows(&format!(
+            "SELECT SpanAttributes['app.tenant'] AS tenant, \
+             SpanAttributes['app.customer_tier'] AS tier, \
+             SpanAttributes['gen_ai.operation.name'] AS operation \
+             FROM agent_spans WHERE TraceId = '{}' ORDER BY StepIndex",
+            trace_hex(23)
+        ))
+        .await;
+    assert_eq!(stored[0].tenant, "acme", "root attribute");
+    assert_eq!(stored[1].tier, "gold", "step attribute read on completion");
+    assert_eq!(
+        stored[1].operation, "chat",
+        "step attribute read on arrival"
+    );
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredAttributes {
+    tenant: String,
+    tier: String,
+    operation: String,
+}
+
 fn large_request(bytes: usize) -> otlp::ExportTraceServiceRequest {
     let padding = "x".repeat(bytes);
     request(vec![

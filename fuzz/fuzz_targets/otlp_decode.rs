@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     let redactor = Redactor::new(&Default::default()).expect("the built-in patterns compile");
-    let encoded = convert_encoded(Bytes::copy_from_slice(body), &redactor, &context);
+    let encoded = convert_encoded(Bytes::copy_from_slice(body), &redactor, None, &context);
     let Ok(mut request) = ExportTraceServiceRequest::decode(body) else {
         return;
     };

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use crate::link::{self, StepLinks};
 use crate::preset::{Resolver, StepKind};
 use crate::quarantine::{Reason, RejectedSpan};
-use crate::receiver::convert::AttributeLimits;
+use crate::receiver::convert::{AttributeLimits, RequestContext, span_from_raw};
 use crate::span::{Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, StepCheck, Verdict};
@@ -224,7 +224,7 @@ impl Assembler {
                     span.span_id, span.trace_id
                 );
                 out.push(Emitted::Rejected(Box::new(RejectedSpan::from_span(
-                    &span,
+                    &self.in_full(span),
                     Reason::ConflictingDuplicate,
                     detail,
                 ))));
@@ -245,6 +245,34 @@ impl Assembler {
         trace.add_pending(span_id, pending, now);
         self.active.insert(span_trace);
         self.schedule(span_trace);
+    }
+
+    /// Returns `span` with every attribute: a span that kept only those read
+    /// on arrival is read again from its spool record, which it carries.
+    fn in_full(&self, span: Span) -> Span {
+        if !span.arrival_only {
+            return span;
+        }
+        let context = RequestContext {
+            received_at_unix_nano: span.received_at_unix_nano,
+            sender: span.sender.clone(),
+            limits: self.limits.attributes,
+        };
+        match span_from_raw(span.raw.clone(), &context) {
+            Some(full) => Span {
+                content_hash: span.content_hash,
+                spool: span.spool,
+                ..full
+            },
+            None => {
+                tracing::warn!(
+                    trace_id = %span.trace_id,
+                    span_id = %span.span_id,
+                    "cannot read a span's spool record again; its quarantine row lists only the attributes read on arrival"
+                );
+                span
+            }
+        }
     }
 
     /// Queues `trace_id` for its next check unless an entry at least as
@@ -931,6 +959,91 @@ mod tests {
             1,
             "only the first copy is buffered"
         );
+    }
+
+    /// Converts a chat span from its encoding as a receiver with a spool
+    /// does, so that it keeps only the attributes read on arrival.
+    fn spooled_chat(prompt: &str) -> Span {
+        use crate::otlp;
+        let text = |key: &str, value: &str| otlp::KeyValue {
+            key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+            value: Some(otlp::AnyValue {
+                value: Some(otlp::any_value::Value::StringValue(
+                    bytes::Bytes::copy_from_slice(value.as_bytes()),
+                )),
+            }),
+        };
+
+        let span = otlp::Span {
+            trace_id: trace_id(testing::TRACE).0.to_vec(),
+            span_id: span_id(2).0.to_vec(),
+            parent_span_id: span_id(1).0.to_vec(),
+            name: bytes::Bytes::from_static(b"chat"),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_100_000_000,
+            attributes: vec![
+                text("gen_ai.operation.name", "chat"),
+                text("gen_ai.prompt", prompt),
+            ],
+            ..Default::default()
+        };
+
+        let request = otlp::ExportTraceServiceRequest {
+            resource_spans: vec![otlp::ResourceSpans {
+                scope_spans: vec![otlp::ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+
+        let body = bytes::Bytes::from(prost::Message::encode_to_vec(&request));
+        let context = RequestContext {
+            received_at_unix_nano: 1,
+            sender: Arc::from("tester"),
+            limits: AttributeLimits::default(),
+        };
+        let keys = crate::receiver::convert::ArrivalKeys::new(&Resolver::default());
+        let redactor = crate::redact::Redactor::new(&Default::default()).unwrap();
+        let (converted, _) =
+            crate::receiver::convert::convert_encoded(body, &redactor, Some(&keys), &context)
+                .unwrap();
+
+        let mut span = converted.spans.into_iter().next().expect("one span");
+        span.spool = Some(Location {
+            segment: 1,
+            offset: 0,
+            len: span.raw.len() as u32,
+            crc: 0,
+        });
+        span
+    }
+
+    #[test]
+    fn conflict_row_lists_every_attribute() {
+        let mut assembler = assembler(limits());
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let first = spooled_chat("plan the trip");
+        assert!(first.arrival_only, "the prompt is left out on arrival");
+        assert!(first.attributes.get("gen_ai.prompt").is_none());
+
+        assembler.insert(vec![first], t0, &mut out);
+        let conflict = assembler.insert(vec![spooled_chat("book the hotel")], t0, &mut out);
+
+        assert_eq!(conflict.conflicting, 1);
+        let rows = rejected(&out);
+        assert_eq!(rows.len(), 1, "conflicting copy quarantined");
+        assert_eq!(rows[0].reason, Some(Reason::ConflictingDuplicate));
+        assert!(
+            rows[0]
+                .span_attributes
+                .contains(&("gen_ai.prompt".to_owned(), "book the hotel".to_owned())),
+            "the row has the attribute left out on arrival: {:?}",
+            rows[0].span_attributes
+        );
+        assert_eq!(rows[0].sender, "tester");
     }
 
     #[test]

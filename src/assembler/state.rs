@@ -117,6 +117,10 @@ impl Pending {
     /// Builds the waiting form of `span`: its spool location when it has one,
     /// otherwise its body with the facts `resolver` finds in it.
     pub fn new(span: Span, resolver: &Resolver) -> Pending {
+        debug_assert!(
+            span.spool.is_some() || !span.arrival_only,
+            "a span that kept only its arrival attributes has a spool record"
+        );
         match span.spool {
             Some(location) => Pending::Spooled(Spooled {
                 location,

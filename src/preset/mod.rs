@@ -303,6 +303,17 @@ impl Resolver {
     /// Returns whether `span` is a workflow root, and its step kind: the
     /// facts the assembler keeps about a span whose body waits in the
     /// spool, without the text that [`Resolver::resolve`] copies out of it.
+    /// Names of the attributes that [`Resolver::classify`] reads: the
+    /// workflow root's origin type and the attributes of the kind rules.
+    pub fn classifying_names(&self) -> impl Iterator<Item = &str> {
+        let names = &self.names;
+        names
+            .ids
+            .iter()
+            .filter(|(_, id)| **id == names.origin_type || names.rules.contains(&Some(**id)))
+            .map(|(name, _)| &**name)
+    }
+
     pub fn classify(&self, span: &Span) -> (bool, Option<StepKind>) {
         let found = Found::new(&self.names, span);
         (self.is_root(&found), self.kind(&found))

@@ -350,6 +350,7 @@ fn convert_span(
         raw,
         spool: None,
         already_stored: false,
+        arrival_only: false,
     })
 }
 
@@ -492,6 +493,40 @@ fn convert_attributes(
     Ok(limited.finish(sent.dropped, stats))
 }
 
+/// Names of the span attributes that the receiver and the assembler read
+/// when a span arrives: those that classify it
+/// ([`crate::preset::Resolver::classify`]), those of a workflow root that
+/// the policy checks ([`crate::validate::root_attribute_names`]), and every
+/// `agent_ledger.*` name, credentials among them. A span whose body waits
+/// in the spool is checked in full on arrival, but only these attributes
+/// are kept in memory ([`Span::arrival_only`]).
+#[derive(Clone, Debug, Default)]
+pub struct ArrivalKeys {
+    names: std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>,
+}
+
+impl ArrivalKeys {
+    /// Attribute names under this prefix are always kept.
+    const PREFIX: &'static [u8] = b"agent_ledger.";
+
+    pub fn new(resolver: &crate::preset::Resolver) -> Self {
+        ArrivalKeys {
+            names: resolver
+                .classifying_names()
+                .map(|name| Box::from(name.as_bytes()))
+                .chain(
+                    crate::validate::root_attribute_names().map(|name| Box::from(name.as_bytes())),
+                )
+                .collect(),
+        }
+    }
+
+    /// Checks whether the attribute named `key` is kept on arrival.
+    pub fn keeps(&self, key: &[u8]) -> bool {
+        key.starts_with(Self::PREFIX) || self.names.contains(key)
+    }
+}
+
 /// An attribute list being built under the limits: the first
 /// `max_attributes` pairs sent, each value cut to `max_value_bytes`.
 struct Limited<'a> {
@@ -500,6 +535,9 @@ struct Limited<'a> {
     truncations: Vec<(Str, Value)>,
     /// Pairs sent so far, kept or not.
     sent: usize,
+    /// Pairs within the limits that were checked but left out
+    /// ([`Limited::skip`]).
+    skipped: usize,
 }
 
 impl<'a> Limited<'a> {
@@ -510,6 +548,7 @@ impl<'a> Limited<'a> {
             attributes: Vec::with_capacity(expected.min(limits.max_attributes) + 1),
             truncations: Vec::new(),
             sent: 0,
+            skipped: 0,
         }
     }
 
@@ -537,6 +576,16 @@ impl<'a> Limited<'a> {
         self.attributes.push((key, value));
     }
 
+    /// Counts the next pair sent without keeping it. The caller has checked
+    /// that its value is within the size limit. Past the count limit it is
+    /// dropped, as [`Limited::push`] would drop it.
+    fn skip(&mut self) {
+        self.sent += 1;
+        if self.sent <= self.limits.max_attributes {
+            self.skipped += 1;
+        }
+    }
+
     /// Counts `count` pairs sent past the count limit without checking them.
     fn drop_unchecked(&mut self, count: usize) {
         self.sent += count;
@@ -545,7 +594,7 @@ impl<'a> Limited<'a> {
     /// Finishes the list, whose sender had dropped `sender_dropped` pairs
     /// before sending: adds the truncation records and the dropped count.
     fn finish(mut self, sender_dropped: u32, stats: &mut LimitStats) -> Attributes {
-        let dropped = self.sent - self.attributes.len();
+        let dropped = self.sent - self.attributes.len() - self.skipped;
         stats.dropped += dropped as u64;
         stats.truncated += self.truncations.len() as u64;
         self.attributes.append(&mut self.truncations);
@@ -795,6 +844,7 @@ impl SpoolDecoder {
             context,
             raw.clone(),
             content_hash,
+            None,
             &mut LimitStats::default(),
         );
         direct.or_else(|| prost_span(parts.span, resource, scope, context, raw, content_hash))

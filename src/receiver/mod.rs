@@ -37,7 +37,7 @@ use crate::span::Span;
 use crate::spool::{RejectedEntry, Spool, SpoolError};
 use crate::validate::{Policy, root_reasons};
 
-use convert::{AttributeLimits, RequestContext, convert_encoded, convert_request};
+use convert::{ArrivalKeys, AttributeLimits, RequestContext, convert_encoded, convert_request};
 
 /// Maximum length of `partial_success.error_message`; OTLP clients log it,
 /// and a bounded message keeps one bad batch from flooding their logs.
@@ -146,6 +146,7 @@ pub struct Receiver {
     redactor: Arc<Redactor>,
     stopping: AtomicBool,
     spool: Option<Arc<Spool>>,
+    arrival_keys: Option<Arc<ArrivalKeys>>,
     attribute_limits: AttributeLimits,
     backlog_limit: Option<usize>,
 }
@@ -162,6 +163,7 @@ impl Receiver {
             redactor: Arc::new(redactor),
             stopping: AtomicBool::new(false),
             spool: None,
+            arrival_keys: None,
             attribute_limits: AttributeLimits::default(),
             backlog_limit: None,
         }
@@ -191,6 +193,14 @@ impl Receiver {
     /// Appends every request to `spool` before acknowledging it.
     pub fn with_spool(mut self, spool: Arc<Spool>) -> Self {
         self.spool = Some(spool);
+        self
+    }
+
+    /// Keeps in memory only the attributes named in `keys` of the spans it
+    /// spools, which the assembler reads back in full when it needs them.
+    /// Without a spool every attribute is kept.
+    pub fn with_arrival_keys(mut self, keys: Arc<ArrivalKeys>) -> Self {
+        self.arrival_keys = Some(keys);
         self
     }
 
@@ -265,13 +275,15 @@ impl Receiver {
                 let redactions = self.redactor.redact_request(&mut request);
                 (convert_request(request, &context), redactions)
             }
-            ExportBody::Encoded(bytes) => match convert_encoded(bytes, &self.redactor, &context) {
-                Ok(done) => done,
-                Err(error) => {
-                    tracing::debug!(%error, sender = %context.sender, "rejected a request body that is not an ExportTraceServiceRequest");
-                    return Err(ExportError::Malformed(error));
+            ExportBody::Encoded(bytes) => {
+                match convert_encoded(bytes, &self.redactor, self.arrival_keys(), &context) {
+                    Ok(done) => done,
+                    Err(error) => {
+                        tracing::debug!(%error, sender = %context.sender, "rejected a request body that is not an ExportTraceServiceRequest");
+                        return Err(ExportError::Malformed(error));
+                    }
                 }
-            },
+            }
         };
         self.metrics.count_redactions(&redactions);
         self.count_limits(&converted);
@@ -316,6 +328,12 @@ impl Receiver {
     /// ClickHouse's pace. Segment files shrink only a whole segment at a
     /// time, and their line leaves room for the segments that confirmed
     /// spans do not free yet.
+    /// Returns the names of the attributes kept on arrival, when spans are
+    /// spooled.
+    fn arrival_keys(&self) -> Option<&ArrivalKeys> {
+        self.spool.as_ref().and(self.arrival_keys.as_deref())
+    }
+
     fn spool_nearly_full(&self) -> bool {
         self.spool.as_ref().is_some_and(|spool| {
             let max = spool.max_bytes();

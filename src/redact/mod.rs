@@ -88,6 +88,43 @@ impl Redactions {
     }
 }
 
+/// A search of a span's values for the patterns, as
+/// [`Redactor::value_search`] returns it.
+pub struct ValueSearch<'a> {
+    redactor: &'a Redactor,
+    /// Whether the encoding contains a built-in trigger, so that the
+    /// built-in patterns are searched too.
+    builtin: bool,
+}
+
+impl ValueSearch<'_> {
+    /// Checks whether a pattern matches one of the values of `span` that
+    /// [`Redactor::redact_one_span`] redacts.
+    pub fn matches(&self, span: &Span) -> bool {
+        let redactor = self.redactor;
+        let matches = |bytes: &[u8]| {
+            (self.builtin
+                && redactor.prefilter.may_match(bytes)
+                && redactor.builtin_set.is_match(bytes))
+                || redactor
+                    .custom_set
+                    .as_ref()
+                    .is_some_and(|set| set.is_match(bytes))
+        };
+        let pairs_match =
+            |pairs: &[(crate::span::Str, Value)]| redactor.pairs_match(pairs, &matches);
+        pairs_match(&span.attributes.0)
+            || span
+                .events
+                .iter()
+                .any(|event| matches(event.name.as_bytes()) || pairs_match(&event.attributes.0))
+            || span
+                .links
+                .iter()
+                .any(|link| pairs_match(&link.attributes.0))
+    }
+}
+
 /// The compiled patterns and skip keys.
 pub struct Redactor {
     enabled: bool,
@@ -197,35 +234,26 @@ impl Redactor {
     /// [`Redactor::redact_one_span`] redacts. `span` is the checked form
     /// of the span encoded as `encoding`. `false` means that redacting the
     /// encoding leaves it unchanged.
+    pub fn may_redact(&self, span: &Span, encoding: &[u8]) -> bool {
+        self.value_search(encoding)
+            .is_some_and(|search| search.matches(span))
+    }
+
+    /// Returns the search of a span's values that its encoding calls for,
+    /// or `None` when no value of it can match a pattern.
     ///
     /// Every value is a part of the encoding. So when the encoding contains
     /// no built-in trigger, no value can match a built-in pattern, and
     /// without configured patterns no value is searched.
-    pub fn may_redact(&self, span: &Span, encoding: &[u8]) -> bool {
+    pub fn value_search(&self, encoding: &[u8]) -> Option<ValueSearch<'_>> {
         if !self.enabled {
-            return false;
+            return None;
         }
         let builtin = self.prefilter.may_match(encoding);
-        if !builtin && self.custom_set.is_none() {
-            return false;
-        }
-        let matches = |bytes: &[u8]| {
-            (builtin && self.prefilter.may_match(bytes) && self.builtin_set.is_match(bytes))
-                || self
-                    .custom_set
-                    .as_ref()
-                    .is_some_and(|set| set.is_match(bytes))
-        };
-        let pairs_match = |pairs: &[(crate::span::Str, Value)]| self.pairs_match(pairs, &matches);
-        pairs_match(&span.attributes.0)
-            || span
-                .events
-                .iter()
-                .any(|event| matches(event.name.as_bytes()) || pairs_match(&event.attributes.0))
-            || span
-                .links
-                .iter()
-                .any(|link| pairs_match(&link.attributes.0))
+        (builtin || self.custom_set.is_some()).then_some(ValueSearch {
+            redactor: self,
+            builtin,
+        })
     }
 
     fn pairs_match(

@@ -8,7 +8,7 @@ mod policy;
 mod summary;
 
 pub use credentials::{StepCheck, ToolRule, ToolRules, Violation, check_steps, issuance};
-pub use policy::{NO_ROOT_REASON, Policy, Requirement, root_reasons};
+pub use policy::{NO_ROOT_REASON, Policy, Requirement, root_attribute_names, root_reasons};
 pub use summary::{Credential, Summary, parse_time};
 
 use std::sync::Arc;

@@ -50,6 +50,21 @@ pub enum Requirement {
 impl Requirement {
     /// Whether the requirement is met by the root span's own attributes
     /// (so the receiver can check it before the workflow is assembled).
+    /// Every requirement.
+    pub const ALL: [Requirement; 11] = [
+        Requirement::OriginType,
+        Requirement::OriginSource,
+        Requirement::TaskSpec,
+        Requirement::AuthorizedBy,
+        Requirement::CredentialId,
+        Requirement::CredentialIssuer,
+        Requirement::CredentialScopes,
+        Requirement::CredentialExpiresAt,
+        Requirement::AgentName,
+        Requirement::AgentVersion,
+        Requirement::ModelVersion,
+    ];
+
     pub fn on_root(self) -> bool {
         !matches!(
             self,
@@ -121,6 +136,15 @@ impl Policy {
 }
 
 /// The failed requirements that the root span alone decides.
+/// Names of the root attributes that [`root_reasons`] may read.
+pub fn root_attribute_names() -> impl Iterator<Item = &'static str> {
+    Requirement::ALL
+        .into_iter()
+        .filter(|requirement| requirement.on_root())
+        .map(Requirement::root_attribute)
+        .chain(["enduser.id"])
+}
+
 pub fn root_reasons(policy: &Policy, root: &Span) -> Vec<String> {
     let mut reasons = Vec::new();
     if let Some(origin) = root.text(Requirement::OriginType.root_attribute())
@@ -179,20 +203,6 @@ mod tests {
     use crate::span::Value;
     use crate::testing::{self, agent, chat, root, span};
     use crate::validate::{Status, evaluate};
-
-    const ALL_REQUIREMENTS: [Requirement; 11] = [
-        Requirement::OriginType,
-        Requirement::OriginSource,
-        Requirement::TaskSpec,
-        Requirement::AuthorizedBy,
-        Requirement::CredentialId,
-        Requirement::CredentialIssuer,
-        Requirement::CredentialScopes,
-        Requirement::CredentialExpiresAt,
-        Requirement::AgentName,
-        Requirement::AgentVersion,
-        Requirement::ModelVersion,
-    ];
 
     struct Case {
         name: &'static str,
@@ -425,7 +435,7 @@ mod tests {
             Case {
                 name: "every requirement",
                 policy: Policy {
-                    require: ALL_REQUIREMENTS.to_vec(),
+                    require: Requirement::ALL.to_vec(),
                     ..Policy::default()
                 },
                 root: full_root(),
@@ -520,5 +530,27 @@ mod tests {
             actual.is_empty(),
             "a framework that records only gen_ai.request.model names the version with it: {actual:?}"
         );
+    }
+
+    #[test]
+    fn requirement_list_complete() {
+        // The match has no wildcard, so a new requirement fails to compile
+        // here until it gets a position in `Requirement::ALL`.
+        let position = |requirement: Requirement| match requirement {
+            Requirement::OriginType => 0,
+            Requirement::OriginSource => 1,
+            Requirement::TaskSpec => 2,
+            Requirement::AuthorizedBy => 3,
+            Requirement::CredentialId => 4,
+            Requirement::CredentialIssuer => 5,
+            Requirement::CredentialScopes => 6,
+            Requirement::CredentialExpiresAt => 7,
+            Requirement::AgentName => 8,
+            Requirement::AgentVersion => 9,
+            Requirement::ModelVersion => 10,
+        };
+        for (index, requirement) in Requirement::ALL.into_iter().enumerate() {
+            assert_eq!(position(requirement), index, "{requirement:?}");
+        }
     }
 }

@@ -18,6 +18,12 @@
 //! A resource with a secret is encoded again after redaction. Anything the
 //! split does not read sends the whole request down the decoded path.
 //!
+//! A receiver that spools span bodies passes the names of the attributes
+//! read on arrival ([`ArrivalKeys`]). Each other attribute is checked as
+//! usual, but left out of the span when its value is a scalar within the
+//! size limit ([`Span::arrival_only`]). The assembler reads the whole span
+//! back from the spool when it needs it.
+//!
 //! For a request that prost encoded, the spans, quarantine rows and
 //! redactions are those of the decoded path, `RawSpan` bytes included. A
 //! sender whose encoding differs from prost's (fields in another order,
@@ -31,8 +37,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{
-    Converted, LimitStats, Origin, RequestContext, add_span, convert_request, convert_resource,
-    convert_scope, raw_copy, record, wire,
+    ArrivalKeys, Converted, LimitStats, Origin, RequestContext, add_span, convert_request,
+    convert_resource, convert_scope, raw_copy, record, wire,
 };
 use crate::otlp;
 use crate::redact::{Redactions, Redactor};
@@ -41,12 +47,17 @@ use crate::span::{Resource, Scope, Span};
 /// Redacts and checks every span of the encoded request `body`, like
 /// [`Redactor::redact_request`] followed by [`convert_request`]. The error
 /// is prost's reason why `body` is not an `ExportTraceServiceRequest`.
+///
+/// With `keys`, spans keep only the attributes that arrival reads, when
+/// they can ([`Span::arrival_only`]); only a receiver that spools span
+/// bodies passes them.
 pub fn convert_encoded(
     body: Bytes,
     redactor: &Redactor,
+    keys: Option<&ArrivalKeys>,
     context: &RequestContext,
 ) -> Result<(Converted, Redactions), prost::DecodeError> {
-    if let Some(done) = convert_split(&body, redactor, context) {
+    if let Some(done) = convert_split(&body, redactor, keys, context) {
         return Ok(done);
     }
     let mut request = otlp::ExportTraceServiceRequest::decode(body)?;
@@ -58,6 +69,7 @@ pub fn convert_encoded(
 fn convert_split(
     body: &Bytes,
     redactor: &Redactor,
+    keys: Option<&ArrivalKeys>,
     context: &RequestContext,
 ) -> Option<(Converted, Redactions)> {
     let groups = wire::split_request(body)?;
@@ -96,6 +108,7 @@ fn convert_split(
                         resource,
                         scope,
                         redactor,
+                        keys,
                         context,
                     )
                 {
@@ -118,6 +131,11 @@ fn convert_split(
 /// there. Returns `None` when the span has to go through prost's types:
 /// the wire decoder leaves it to prost, the attribute limits changed it, or
 /// a value of it matches a redaction pattern.
+///
+/// With `keys`, attributes that arrival does not read are left out of the
+/// span ([`Span::arrival_only`]), unless the redactor has to search the
+/// span's values.
+#[allow(clippy::too_many_arguments)]
 fn direct(
     encoding: &[u8],
     resource_bytes: &[u8],
@@ -125,12 +143,14 @@ fn direct(
     resource: &Arc<Resource>,
     scope: &Arc<Scope>,
     redactor: &Redactor,
+    keys: Option<&ArrivalKeys>,
     context: &RequestContext,
 ) -> Option<Span> {
     let raw = record(resource_bytes, scope_bytes, encoding.len(), |bytes| {
         bytes.extend_from_slice(encoding)
     });
     let view = raw.slice(raw.len() - encoding.len()..);
+    let search = redactor.value_search(encoding);
     let mut stats = LimitStats::default();
     let span = wire::decode_span(
         &view,
@@ -139,10 +159,12 @@ fn direct(
         context,
         raw,
         None,
+        keys.filter(|_| search.is_none()),
         &mut stats,
     )?;
     let unchanged = stats.dropped == 0 && stats.truncated == 0;
-    (unchanged && !redactor.may_redact(&span, encoding)).then_some(span)
+    let redacts = search.is_some_and(|search| search.matches(&span));
+    (unchanged && !redacts).then_some(span)
 }
 
 #[cfg(test)]
@@ -150,13 +172,15 @@ mod tests {
     use proptest::prelude::*;
     use prost::Message;
 
-    use super::super::RequestContext;
     use super::super::wire::tests::{any_span, attributes, context};
+    use super::super::{RequestContext, span_from_raw};
     use super::*;
     use crate::config::RedactConfig;
     use crate::otlp::{AnyValue, KeyValue, any_value};
+    use crate::preset::{ORIGIN_TYPE, Resolver};
     use crate::redact::CustomPattern;
     use crate::span::Value;
+    use crate::validate::{Policy, Requirement, issuance, root_reasons};
 
     const PASSWORD: &str = "db password=hunter22 retry=3";
     const BEARER: &str = "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
@@ -227,7 +251,7 @@ mod tests {
         context: &RequestContext,
     ) -> ((Converted, Redactions), (Converted, Redactions)) {
         let body = Bytes::from(request.encode_to_vec());
-        let encoded = convert_encoded(body, redactor, context).expect("the request decodes");
+        let encoded = convert_encoded(body, redactor, None, context).expect("the request decodes");
         let mut decoded = request.clone();
         let redactions = redactor.redact_request(&mut decoded);
         (encoded, (convert_request(decoded, context), redactions))
@@ -248,7 +272,7 @@ mod tests {
         let body = Bytes::from(request.encode_to_vec());
 
         let (converted, found) =
-            convert_encoded(body, &redactor(true, None), &context(1024, 4096)).unwrap();
+            convert_encoded(body, &redactor(true, None), None, &context(1024, 4096)).unwrap();
 
         assert_eq!(found.total(), 0);
         let span = &converted.spans[0];
@@ -351,10 +375,81 @@ mod tests {
         ];
         for body in cases {
             let prost = otlp::ExportTraceServiceRequest::decode(body);
-            let encoded = convert_encoded(Bytes::from_static(body), &redactor, &context);
+            let encoded = convert_encoded(Bytes::from_static(body), &redactor, None, &context);
             assert!(prost.is_err(), "{body:?} is not a request");
             assert!(encoded.is_err(), "{body:?} is refused");
         }
+    }
+
+    #[test]
+    fn arrival_keys_leave_out_other_attributes() {
+        let list = AnyValue {
+            value: Some(any_value::Value::ArrayValue(otlp::ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::IntValue(1)),
+                }],
+            })),
+        };
+        let step = valid_span(
+            1,
+            vec![
+                text("gen_ai.prompt", "plan the trip"),
+                text("gen_ai.operation.name", "chat"),
+                text("agent_ledger.credential.id", "cred-7"),
+                KeyValue {
+                    key: Bytes::from_static(b"retry.count"),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::IntValue(3)),
+                    }),
+                },
+                KeyValue {
+                    key: Bytes::from_static(b"retry.delays"),
+                    value: Some(list),
+                },
+            ],
+        );
+        let root = valid_span(
+            2,
+            vec![
+                text("gen_ai.prompt", "plan the trip"),
+                text(ORIGIN_TYPE, "user_request"),
+                text("enduser.id", "alice"),
+            ],
+        );
+        let body = Bytes::from(request(Vec::new(), vec![step, root]).encode_to_vec());
+        let keys = ArrivalKeys::new(&Resolver::default());
+
+        let (converted, _) = convert_encoded(
+            body,
+            &redactor(true, None),
+            Some(&keys),
+            &context(1024, 4096),
+        )
+        .unwrap();
+
+        let [step, root] = &converted.spans[..] else {
+            panic!("two spans: {:?}", converted.spans);
+        };
+        let names: Vec<&str> = step.attributes.0.iter().map(|(key, _)| &**key).collect();
+        assert_eq!(
+            names,
+            [
+                "gen_ai.operation.name",
+                "agent_ledger.credential.id",
+                "retry.delays"
+            ],
+            "names the presets read, agent_ledger names and lists are kept"
+        );
+        assert!(step.arrival_only);
+        let names: Vec<&str> = root.attributes.0.iter().map(|(key, _)| &**key).collect();
+        assert_eq!(
+            names,
+            [ORIGIN_TYPE, "enduser.id"],
+            "a root keeps what the policy checks on it"
+        );
+        let context = context(1024, 4096);
+        let full = span_from_raw(step.raw.clone(), &context).expect("the record decodes");
+        assert_eq!(full.attributes.0.len(), 5, "the record has every attribute");
     }
 
     /// Requests of one or two groups with secrets in some resources,
@@ -405,6 +500,37 @@ mod tests {
             .prop_map(|resource_spans| otlp::ExportTraceServiceRequest { resource_spans })
     }
 
+    /// Attributes that arrival reads, with values that make spans roots,
+    /// steps of a kind or credential issuances.
+    fn arrival_attribute() -> impl Strategy<Value = KeyValue> {
+        let key = prop::sample::select(vec![
+            ORIGIN_TYPE,
+            "agent_ledger.credential.id",
+            "agent_ledger.credential.event",
+            "agent_ledger.credential.scopes",
+            "agent_ledger.origin.authorized_by",
+            "gen_ai.operation.name",
+            "gen_ai.tool.name",
+            "gen_ai.agent.name",
+            "gen_ai.request.model",
+            "openinference.span.kind",
+            "enduser.id",
+        ]);
+        let value = prop::sample::select(vec![
+            "issued",
+            "chat",
+            "execute_tool",
+            "invoke_agent",
+            "user_request",
+            "LLM",
+            "TOOL",
+            "cred-1",
+            "orders:read",
+            " ",
+        ]);
+        (key, value).prop_map(|(key, value)| text(key, value))
+    }
+
     proptest! {
         #[test]
         fn encoded_matches_decoded(
@@ -427,6 +553,73 @@ mod tests {
         }
 
         #[test]
+        fn arrival_keys_change_nothing_arrival_reads(
+            request in any_request(),
+            added in prop::collection::vec(
+                (any::<prop::sample::Index>(), any::<prop::sample::Index>(), arrival_attribute()),
+                0..12,
+            ),
+            enabled in any::<bool>(),
+            // A configured pattern has every value searched, so that no
+            // attribute is left out.
+            custom in prop::bool::weighted(0.2),
+            max_attributes in prop_oneof![Just(1024usize), 1usize..6],
+            max_value_bytes in prop_oneof![Just(4096usize), 8usize..48],
+        ) {
+            let mut request = request;
+            let mut spans: Vec<&mut otlp::Span> = request
+                .resource_spans
+                .iter_mut()
+                .flat_map(|group| &mut group.scope_spans)
+                .flat_map(|scope| &mut scope.spans)
+                .collect();
+            if !spans.is_empty() {
+                for (span, position, attribute) in added {
+                    let count = spans.len();
+                    let span = &mut spans[span.index(count)];
+                    let at = position.index(span.attributes.len() + 1);
+                    span.attributes.insert(at, attribute);
+                }
+            }
+            let redactor = redactor(enabled, custom.then_some("^tok_[a-z]{8}$"));
+            let context = context(max_attributes, max_value_bytes);
+            let resolver = Resolver::default();
+            let keys = ArrivalKeys::new(&resolver);
+            let policy = Policy {
+                require: Requirement::ALL.to_vec(),
+                ..Policy::default()
+            };
+            let body = Bytes::from(request.encode_to_vec());
+
+            let (kept, kept_found) =
+                convert_encoded(body.clone(), &redactor, Some(&keys), &context).unwrap();
+            let (full, full_found) = convert_encoded(body, &redactor, None, &context).unwrap();
+
+            prop_assert_eq!(kept_found, full_found);
+            prop_assert_eq!(kept.rejected, full.rejected);
+            prop_assert_eq!(kept.dropped_attributes, full.dropped_attributes);
+            prop_assert_eq!(kept.truncated_values, full.truncated_values);
+            prop_assert_eq!(kept.spans.len(), full.spans.len());
+            for (kept, full) in kept.spans.iter().zip(&full.spans) {
+                prop_assert_eq!(resolver.classify(kept), resolver.classify(full));
+                prop_assert_eq!(issuance(kept), issuance(full));
+                prop_assert_eq!(root_reasons(&policy, kept), root_reasons(&policy, full));
+                let restored = Span {
+                    attributes: full.attributes.clone(),
+                    arrival_only: false,
+                    ..kept.clone()
+                };
+                prop_assert_eq!(&restored, full);
+                if kept.arrival_only {
+                    let read_again = span_from_raw(kept.raw.clone(), &context);
+                    prop_assert_eq!(read_again.as_ref(), Some(full));
+                } else {
+                    prop_assert_eq!(&kept.attributes, &full.attributes);
+                }
+            }
+        }
+
+        #[test]
         fn damaged_bodies_fail_as_prost_fails(
             request in any_request(),
             damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
@@ -441,7 +634,7 @@ mod tests {
             let context = context(1024, 4096);
 
             let prost = otlp::ExportTraceServiceRequest::decode(body.as_slice());
-            let encoded = convert_encoded(Bytes::from(body), &redactor, &context);
+            let encoded = convert_encoded(Bytes::from(body), &redactor, None, &context);
 
             prop_assert_eq!(prost.is_ok(), encoded.is_ok());
             if let (Ok(request), Ok((converted, _))) = (prost, encoded) {

@@ -23,8 +23,8 @@ use prost::encoding::decode_varint;
 use sha2::{Digest, Sha256};
 
 use super::{
-    AttributeLimits, LimitStats, Limited, RequestContext, check_parent_id, check_span_id,
-    check_times, check_trace_id,
+    ArrivalKeys, AttributeLimits, LimitStats, Limited, RequestContext, check_parent_id,
+    check_span_id, check_times, check_trace_id,
 };
 use crate::span::{Event, Link, Resource, Scope, Span, Str, Value, lower_hex};
 use std::sync::Arc;
@@ -101,6 +101,11 @@ fn once(seen: &mut u32, number: u32) -> Walk {
 /// resource and scope already converted. `raw` is the whole record and
 /// `content_hash` its hash when known. What the attribute limits changed is
 /// added to `stats`. Returns `None` when the prost path has to decide.
+///
+/// With `keys`, a span attribute whose name `keys` does not keep is still
+/// checked. It is left out when its value is a scalar within the size
+/// limit, and the span is then marked [`Span::arrival_only`].
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decode_span(
     span: &Bytes,
     resource: Arc<Resource>,
@@ -108,6 +113,7 @@ pub(super) fn decode_span(
     context: &RequestContext,
     raw: Bytes,
     content_hash: Option<[u8; 32]>,
+    keys: Option<&ArrivalKeys>,
     stats: &mut LimitStats,
 ) -> Option<Span> {
     let mut parts = SpanParts::default();
@@ -139,8 +145,17 @@ pub(super) fn decode_span(
                 }
             }
             (9, Field::Bytes(bytes)) => {
-                let (key, value) = pair(span, bytes, 0)?;
-                attributes.push(key, value);
+                let left_out = match keys {
+                    Some(keys) => left_out(bytes, keys, limits.max_value_bytes)?,
+                    None => false,
+                };
+                if left_out {
+                    attributes.skip();
+                    parts.arrival_only = true;
+                } else {
+                    let (key, value) = pair(span, bytes, 0)?;
+                    attributes.push(key, value);
+                }
             }
             (10, Field::Varint(dropped)) => {
                 once(&mut seen, number)?;
@@ -244,6 +259,7 @@ struct SpanParts<'a> {
     events: Vec<Event>,
     links: Vec<Link>,
     status: &'a [u8],
+    arrival_only: bool,
 }
 
 impl SpanParts<'_> {
@@ -287,6 +303,7 @@ impl SpanParts<'_> {
             raw,
             spool: None,
             already_stored: false,
+            arrival_only: self.arrival_only,
         })
     }
 }
@@ -324,6 +341,53 @@ fn pair(base: &Bytes, bytes: &[u8], depth: u32) -> Result<(Str, Value), Stop> {
         _ => Ok(()),
     })?;
     Ok((text(base, key)?, value))
+}
+
+/// Checks the `KeyValue` in `bytes` as [`pair`] does and returns whether
+/// it can be left out: its name is not one `keys` keeps, and its value is a
+/// string, a number, a boolean or empty, within `max_value_bytes`. Other
+/// values are left to [`pair`], with the attribute limits.
+fn left_out(bytes: &[u8], keys: &ArrivalKeys, max_value_bytes: usize) -> Result<bool, Stop> {
+    let mut key: &[u8] = &[];
+    let mut value: &[u8] = &[];
+    let mut seen = 0u32;
+    walk(bytes, |number, field| match (number, field) {
+        (1, Field::Bytes(bytes)) => {
+            once(&mut seen, number)?;
+            key = bytes;
+            Ok(())
+        }
+        (2, Field::Bytes(bytes)) => {
+            once(&mut seen, number)?;
+            value = bytes;
+            Ok(())
+        }
+        (1 | 2, _) => Err(Stop),
+        _ => Ok(()),
+    })?;
+    if keys.keeps(key) {
+        return Ok(false);
+    }
+    std::str::from_utf8(key).map_err(|_| Stop)?;
+    let mut scalar = true;
+    let mut seen = 0u32;
+    walk(value, |number, field| {
+        if (1..=7).contains(&number) {
+            once(&mut seen, 0)?;
+        }
+        match (number, field) {
+            (1, Field::Bytes(text)) => {
+                std::str::from_utf8(text).map_err(|_| Stop)?;
+                scalar &= text.len() <= max_value_bytes;
+            }
+            (2 | 3, Field::Varint(_)) | (4, Field::Fixed64(_)) => {}
+            (5..=7, Field::Bytes(_)) => scalar = false,
+            (1..=7, _) => return Err(Stop),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(scalar)
 }
 
 /// Reads an `AnyValue` at nesting `depth`.
@@ -531,6 +595,7 @@ pub(super) mod tests {
             scope.clone(),
             context,
             raw.clone(),
+            None,
             None,
             &mut LimitStats::default(),
         );
