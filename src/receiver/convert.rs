@@ -509,6 +509,8 @@ impl ArrivalKeys {
     /// Attribute names under this prefix are always kept.
     const PREFIX: &'static [u8] = b"agent_ledger.";
 
+    /// Collects the names for the presets of `resolver` and the policy's
+    /// root checks.
     pub fn new(resolver: &crate::preset::Resolver) -> Self {
         ArrivalKeys {
             names: resolver
