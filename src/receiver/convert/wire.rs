@@ -323,31 +323,13 @@ const MAX_DEPTH: u32 = 16;
 
 /// Reads a `KeyValue` at nesting `depth`.
 fn pair(base: &Bytes, bytes: &[u8], depth: u32) -> Result<(Str, Value), Stop> {
-    let mut key: &[u8] = &[];
-    let mut value = Value::Empty;
-    let mut seen = 0u32;
-    walk(bytes, |number, field| match (number, field) {
-        (1, Field::Bytes(bytes)) => {
-            once(&mut seen, number)?;
-            key = bytes;
-            Ok(())
-        }
-        (2, Field::Bytes(bytes)) => {
-            once(&mut seen, number)?;
-            value = any_value(base, bytes, depth)?;
-            Ok(())
-        }
-        (1 | 2, _) => Err(Stop),
-        _ => Ok(()),
-    })?;
-    Ok((text(base, key)?, value))
+    let (key, value) = key_and_value(bytes)?;
+    Ok((text(base, key)?, any_value(base, value, depth)?))
 }
 
-/// Checks the `KeyValue` in `bytes` as [`pair`] does and returns whether
-/// it can be left out: its name is not one `keys` keeps, and its value is a
-/// string, a number, a boolean or empty, within `max_value_bytes`. Other
-/// values are left to [`pair`], with the attribute limits.
-fn left_out(bytes: &[u8], keys: &ArrivalKeys, max_value_bytes: usize) -> Result<bool, Stop> {
+/// Splits the `KeyValue` in `bytes` into the encodings of its key and its
+/// value, empty when absent.
+fn key_and_value(bytes: &[u8]) -> Result<(&[u8], &[u8]), Stop> {
     let mut key: &[u8] = &[];
     let mut value: &[u8] = &[];
     let mut seen = 0u32;
@@ -365,6 +347,15 @@ fn left_out(bytes: &[u8], keys: &ArrivalKeys, max_value_bytes: usize) -> Result<
         (1 | 2, _) => Err(Stop),
         _ => Ok(()),
     })?;
+    Ok((key, value))
+}
+
+/// Checks the `KeyValue` in `bytes` as [`pair`] does and returns whether
+/// it can be left out: its name is not one `keys` keeps, and its value is a
+/// string, a number, a boolean or empty, within `max_value_bytes`. Other
+/// values are left to [`pair`], with the attribute limits.
+fn left_out(bytes: &[u8], keys: &ArrivalKeys, max_value_bytes: usize) -> Result<bool, Stop> {
+    let (key, value) = key_and_value(bytes)?;
     if keys.keeps(key) {
         return Ok(false);
     }
