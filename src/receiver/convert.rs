@@ -510,7 +510,7 @@ impl ArrivalKeys {
     const PREFIX: &'static [u8] = b"agent_ledger.";
 
     /// Collects the names for the presets of `resolver` and the policy's
-    /// root checks.
+    /// root checks. Presets that change at runtime need a new set.
     pub fn new(resolver: &crate::preset::Resolver) -> Self {
         ArrivalKeys {
             names: resolver
