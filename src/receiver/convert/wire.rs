@@ -145,16 +145,16 @@ pub(super) fn decode_span(
                 }
             }
             (9, Field::Bytes(bytes)) => {
+                let (key, value) = key_and_value(bytes)?;
                 let left_out = match keys {
-                    Some(keys) => left_out(bytes, keys, limits.max_value_bytes)?,
+                    Some(keys) => left_out(key, value, keys, limits.max_value_bytes)?,
                     None => false,
                 };
                 if left_out {
                     attributes.skip();
                     parts.arrival_only = true;
                 } else {
-                    let (key, value) = pair(span, bytes, 0)?;
-                    attributes.push(key, value);
+                    attributes.push(text(span, key)?, any_value(span, value, 0)?);
                 }
             }
             (10, Field::Varint(dropped)) => {
@@ -350,12 +350,17 @@ fn key_and_value(bytes: &[u8]) -> Result<(&[u8], &[u8]), Stop> {
     Ok((key, value))
 }
 
-/// Checks the `KeyValue` in `bytes` as [`pair`] does and returns whether
-/// it can be left out: its name is not one `keys` keeps, and its value is a
-/// string, a number, a boolean or empty, within `max_value_bytes`. Other
-/// values are left to [`pair`], with the attribute limits.
-fn left_out(bytes: &[u8], keys: &ArrivalKeys, max_value_bytes: usize) -> Result<bool, Stop> {
-    let (key, value) = key_and_value(bytes)?;
+/// Checks the key and value encodings of a `KeyValue` as [`pair`] does and
+/// returns whether the pair can be left out: its name is not one `keys`
+/// keeps, and its value is a string, a number, a boolean or empty, within
+/// `max_value_bytes`. Other values are read in full, under the attribute
+/// limits.
+fn left_out(
+    key: &[u8],
+    value: &[u8],
+    keys: &ArrivalKeys,
+    max_value_bytes: usize,
+) -> Result<bool, Stop> {
     if keys.keeps(key) {
         return Ok(false);
     }
