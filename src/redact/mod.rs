@@ -230,17 +230,9 @@ impl Redactor {
         }
     }
 
-    /// Checks whether a pattern matches one of the values of `span` that
-    /// [`Redactor::redact_one_span`] redacts. `span` is the checked form
-    /// of the span encoded as `encoding`. `false` means that redacting the
-    /// encoding leaves it unchanged.
-    pub fn may_redact(&self, span: &Span, encoding: &[u8]) -> bool {
-        self.value_search(encoding)
-            .is_some_and(|search| search.matches(span))
-    }
-
     /// Returns the search of a span's values that its encoding calls for,
-    /// or `None` when no value of it can match a pattern.
+    /// or `None` when no value of it can match a pattern, so that redacting
+    /// the encoding leaves it unchanged.
     ///
     /// Every value is a part of the encoding. So when the encoding contains
     /// no built-in trigger, no value can match a built-in pattern, and

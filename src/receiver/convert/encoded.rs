@@ -10,7 +10,7 @@
 //! Redaction comes first, as on the decoded path. A span goes through
 //! prost's types, where it is redacted and encoded again, in three cases:
 //!
-//! - a value of it matches a pattern ([`Redactor::may_redact`]);
+//! - a value of it matches a pattern ([`Redactor::value_search`]);
 //! - the attribute limits changed it, because a secret could hide in what
 //!   they cut;
 //! - the wire decoder leaves it to prost.
@@ -49,7 +49,7 @@ use crate::span::{Resource, Scope, Span};
 /// is prost's reason why `body` is not an `ExportTraceServiceRequest`.
 ///
 /// With `keys`, spans keep only the attributes that arrival reads, when
-/// they can ([`Span::arrival_only`]); only a receiver that spools span
+/// they can ([`Span::arrival_only`]). Only a receiver that spools span
 /// bodies passes them.
 pub fn convert_encoded(
     body: Bytes,
