@@ -6,6 +6,10 @@ use crate::span::Span;
 
 use super::{Summary, ToolRules};
 
+/// The OpenTelemetry end-user attribute, read as the authorizer when a root
+/// has no `agent_ledger.origin.authorized_by`.
+pub const ENDUSER_ID: &str = "enduser.id";
+
 /// The valid values of `agent_ledger.origin.type`.
 pub const ORIGIN_TYPES: [&str; 6] = [
     "user_request",
@@ -142,7 +146,7 @@ pub fn root_attribute_names() -> impl Iterator<Item = &'static str> {
         .into_iter()
         .filter(|requirement| requirement.on_root())
         .map(Requirement::root_attribute)
-        .chain(["enduser.id"])
+        .chain([ENDUSER_ID])
 }
 
 pub fn root_reasons(policy: &Policy, root: &Span) -> Vec<String> {
@@ -174,7 +178,7 @@ fn root_has(requirement: Requirement, root: &Span) -> bool {
     match requirement {
         Requirement::AuthorizedBy => {
             root.text("agent_ledger.origin.authorized_by").is_some()
-                || root.text("enduser.id").is_some()
+                || root.text(ENDUSER_ID).is_some()
         }
         Requirement::CredentialScopes => root
             .attribute("agent_ledger.credential.scopes")

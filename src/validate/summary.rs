@@ -108,7 +108,7 @@ impl Summary {
         self.task_spec = text("agent_ledger.task.spec");
         self.authorized_by = root
             .text("agent_ledger.origin.authorized_by")
-            .or_else(|| root.text("enduser.id"))
+            .or_else(|| root.text(super::policy::ENDUSER_ID))
             .unwrap_or_default();
         self.received_at_unix_nano = root
             .attribute("agent_ledger.origin.received_at")
