@@ -112,7 +112,7 @@ fn event_json(event: &Event, attribute: &str, outside: bool) -> Option<Found> {
 /// tool result or a model's output as a whole. `outside` counts them only
 /// within objects that mark themselves as tool results (by `type`, `role`
 /// or a `toolResult` key), as for a model's input. Ids inside JSON text in
-/// a string value count as if that text stood in its place.
+/// a string value count as if that text were in its place.
 ///
 /// The JSON is read as it streams, without building a document. An object
 /// that repeats a key counts only the key's last value, as a parsed
@@ -129,10 +129,16 @@ impl Found {
     fn is_empty(&self) -> bool {
         self.inside.is_empty() && self.outside.is_empty()
     }
+
+    /// Adds the ids of `other`, a part of this value.
+    fn append(&mut self, other: Found) {
+        self.inside.extend(other.inside);
+        self.outside.extend(other.outside);
+    }
 }
 
-/// Reads `text` as one JSON value; `None` when it is not JSON. The
-/// `outside` reading is made only when asked for.
+/// Reads `text` as one JSON value and returns `None` when it is not JSON.
+/// The `outside` reading is made only when asked for.
 fn read_json(text: &str, outside: bool) -> Option<Found> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let found = Walk {
@@ -248,14 +254,13 @@ impl<'de> Visitor<'de> for Walk {
     fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Found, A::Error> {
         let mut found = Found::default();
         while let Some(item) = items.next_element_seed(self.value())? {
-            found.inside.extend(item.inside);
-            found.outside.extend(item.outside);
+            found.append(item);
         }
         Ok(self.finish(found))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-        // Keys whose values hold ids, with those ids; a repeated key
+        // Keys whose values contain ids, with those ids. A repeated key
         // replaces its earlier entry.
         let mut entries: Vec<(String, Found)> = Vec::new();
         let mut key = String::new();
@@ -284,8 +289,7 @@ impl<'de> Visitor<'de> for Walk {
         }
         let mut found = Found::default();
         for (_, entry) in entries {
-            found.inside.extend(entry.inside);
-            found.outside.extend(entry.outside);
+            found.append(entry);
         }
         if self.outside && (typed || role || tool_result) {
             found.outside = found.inside.clone();
@@ -608,7 +612,7 @@ mod tests {
         ids
     }
 
-    /// Both readings of `text` from the stream, as sorted sets.
+    /// Returns both readings of `text` from the stream, as sorted sets.
     fn streamed(text: &str) -> (Vec<String>, Vec<String>) {
         let inside = read_json(text, false).map(|found| found.inside);
         let outside = read_json(text, true).map(|found| found.outside);
@@ -618,7 +622,7 @@ mod tests {
         )
     }
 
-    /// Both readings of `text` from its parsed document.
+    /// Returns both readings of `text` from its parsed document.
     fn parsed(text: &str) -> (Vec<String>, Vec<String>) {
         let Ok(json) = serde_json::from_str::<Json>(text) else {
             return (Vec::new(), Vec::new());
