@@ -268,7 +268,7 @@ impl Assembler {
                 tracing::warn!(
                     trace_id = %span.trace_id,
                     span_id = %span.span_id,
-                    "cannot read a span's spool record again; its quarantine row lists only the attributes read on arrival"
+                    "failed to decode a span's spool record again, so its quarantine row lists only the attributes read on arrival"
                 );
                 span
             }
