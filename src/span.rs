@@ -57,6 +57,49 @@ pub fn lower_hex(bytes: &[u8]) -> String {
     String::from_utf8(text).expect("hex digits are ASCII")
 }
 
+/// A keyed digest of a span's encoding that tells a re-sent span from a
+/// different span reusing its ids.
+///
+/// It is POLYVAL over the bytes, zero-padded to 16-byte blocks and followed
+/// by a block holding their length, under a random key drawn once per
+/// process. For two different encodings of at most `n` blocks, the chance
+/// that they get the same digest is at most `(n + 1) / 2^128` over the key,
+/// whatever the sender chose. That holds only while the key and the digests
+/// stay inside the process: digests are compared in memory and never
+/// stored, logged or sent, and the spans of the spool are hashed again on
+/// replay under the new key.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContentHash([u8; 16]);
+
+impl ContentHash {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use polyval::universal_hash::UniversalHash;
+        static KEYED: std::sync::OnceLock<polyval::Polyval> = std::sync::OnceLock::new();
+        let mut hasher = KEYED
+            .get_or_init(|| {
+                // A zero key maps every input to zero; drawing it has
+                // probability 2^-128, and drawing again costs nothing.
+                let key = std::iter::repeat_with(rand::random::<[u8; 16]>)
+                    .find(|key| *key != [0; 16])
+                    .expect("the iterator never ends");
+                polyval::Polyval::new(&key.into())
+            })
+            .clone();
+        hasher.update_padded(bytes);
+        let bits = (bytes.len() as u128) * 8;
+        hasher.update_padded(&bits.to_le_bytes());
+        ContentHash(hasher.finalize().into())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    /// Leaves the digest out: it is meaningful only inside this process.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ContentHash(..)")
+    }
+}
+
 impl fmt::Debug for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -304,10 +347,10 @@ pub struct Span {
     /// Who submitted the span: a token name or certificate subject, empty
     /// when the receiver does not authenticate senders.
     pub sender: Arc<str>,
-    /// SHA-256 of the span's protobuf encoding with its resource and scope,
+    /// Digest of the span's protobuf encoding with its resource and scope,
     /// which distinguishes a re-sent span from a different span that reuses
     /// the ids.
-    pub content_hash: [u8; 32],
+    pub content_hash: ContentHash,
     /// The span as received (a protobuf `ResourceSpans` holding only this
     /// span), kept for the spool and the quarantine table's `RawSpan` column.
     pub raw: bytes::Bytes,
@@ -380,5 +423,30 @@ mod tests {
         let span = SpanId([0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02, 0x03]);
         assert_eq!(span.to_hex(), "deadbeef00010203");
         assert_eq!(SpanId::from_hex(&span.to_hex()), Some(span));
+    }
+
+    #[test]
+    fn content_hash_tells_encodings_apart() {
+        let record: Vec<u8> = (0..100u8).collect();
+        assert_eq!(ContentHash::of(&record), ContentHash::of(&record.clone()));
+        let mut changed = record.clone();
+        changed[57] ^= 1;
+        // Zero padding to a whole block must not make an encoding collide
+        // with the same bytes followed by zeros, nor the empty encoding
+        // with a zero byte.
+        let mut padded = record.clone();
+        padded.resize(112, 0);
+        let mut one_more = record.clone();
+        one_more.push(0);
+        let others = [changed, padded, one_more];
+        for other in &others {
+            assert_ne!(
+                ContentHash::of(&record),
+                ContentHash::of(other),
+                "{other:?}"
+            );
+        }
+        assert_ne!(ContentHash::of(&[]), ContentHash::of(&[0]));
+        assert_ne!(ContentHash::of(&[0; 16]), ContentHash::of(&[0; 32]));
     }
 }

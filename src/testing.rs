@@ -8,10 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::preset::{Resolver, StepKind};
-use crate::span::{Attributes, Resource, Scope, Span, SpanId, TraceId, Value};
+use crate::span::{Attributes, ContentHash, Resource, Scope, Span, SpanId, TraceId, Value};
 use crate::workflow::{Step, Workflow, sort_steps};
 
 /// Unix time in nanoseconds that span times count from (2023-11-14), so
@@ -70,7 +68,7 @@ pub(crate) fn span(id: u64, name: &str) -> SpanBuilder {
             scope: Arc::new(Scope::default()),
             received_at_unix_nano: 0,
             sender: Arc::from(""),
-            content_hash: [0; 32],
+            content_hash: ContentHash::default(),
             raw: bytes::Bytes::new(),
             spool: None,
             already_stored: false,
@@ -124,8 +122,7 @@ impl SpanBuilder {
     /// and builds that differ in any attribute are not.
     pub(crate) fn build(mut self) -> Span {
         self.span.resource = Arc::new(self.resource);
-        let digest = Sha256::digest(format!("{:?}", self.span).as_bytes());
-        self.span.content_hash = digest.into();
+        self.span.content_hash = ContentHash::of(format!("{:?}", self.span).as_bytes());
         self.span
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::preset::{Resolver, StepFacts, StepKind};
 use crate::quarantine::Reason;
 use crate::receiver::convert::{RequestContext, SpoolDecoder};
-use crate::span::{Span, SpanId, TraceId};
+use crate::span::{ContentHash, Span, SpanId, TraceId};
 use crate::spool::{Location, Spool};
 use crate::validate::{self, Credential, Policy, Status, Verdict};
 use crate::workflow::Workflow;
@@ -48,7 +48,7 @@ pub struct SpanMeta {
     pub is_root: bool,
     pub kind: Option<StepKind>,
     pub start_unix_nano: u64,
-    pub content_hash: [u8; 32],
+    pub content_hash: ContentHash,
     pub state: MetaState,
     /// Key of the incomplete verdict this span was quarantined under, kept
     /// after a recall so that the re-evaluation supersedes that verdict.
@@ -160,7 +160,7 @@ impl Loader<'_> {
     fn load(
         &self,
         trace_id: TraceId,
-        entries: Vec<(SpanId, Pending, Option<[u8; 32]>)>,
+        entries: Vec<(SpanId, Pending, Option<ContentHash>)>,
     ) -> Vec<(Span, StepFacts)> {
         let mut loaded = Vec::with_capacity(entries.len());
         let mut spooled = Vec::new();

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use crate::otlp;
 use crate::quarantine::{Reason, RejectedSpan};
 use crate::span::{
-    Attributes, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value, lower_hex,
+    Attributes, ContentHash, Event, Link, Resource, Scope, Span, SpanId, Str, TraceId, Value,
+    lower_hex,
 };
 
 mod encoded;
@@ -108,7 +108,7 @@ pub fn convert_request(
 #[derive(Clone, Copy)]
 struct Single<'a> {
     raw: &'a Bytes,
-    content_hash: Option<[u8; 32]>,
+    content_hash: Option<ContentHash>,
 }
 
 /// Converts one `ResourceSpans`. With `single`, that encoding becomes the
@@ -183,7 +183,7 @@ fn add_span(
     origin: &Origin<'_>,
     context: &RequestContext,
     raw: Bytes,
-    content_hash: Option<[u8; 32]>,
+    content_hash: Option<ContentHash>,
     converted: &mut Converted,
 ) {
     let mut stats = LimitStats::default();
@@ -305,7 +305,7 @@ fn convert_span(
     scope: Arc<Scope>,
     context: &RequestContext,
     raw: Bytes,
-    content_hash: Option<[u8; 32]>,
+    content_hash: Option<ContentHash>,
     stats: &mut LimitStats,
 ) -> Result<Span, Failure> {
     let trace_id = check_trace_id(&span.trace_id)?;
@@ -327,7 +327,7 @@ fn convert_span(
         )
     })?;
     let status = span.status.clone().unwrap_or_default();
-    let content_hash = content_hash.unwrap_or_else(|| Sha256::digest(&raw).into());
+    let content_hash = content_hash.unwrap_or_else(|| ContentHash::of(&raw));
     Ok(Span {
         trace_id,
         span_id,
@@ -828,7 +828,7 @@ impl SpoolDecoder {
         &mut self,
         raw: Bytes,
         context: &RequestContext,
-        content_hash: Option<[u8; 32]>,
+        content_hash: Option<ContentHash>,
     ) -> Option<Span> {
         let parts = RecordParts::parse(raw.clone())?;
         let limits = &context.limits;
@@ -861,7 +861,7 @@ fn prost_span(
     scope: Arc<Scope>,
     context: &RequestContext,
     raw: Bytes,
-    content_hash: Option<[u8; 32]>,
+    content_hash: Option<ContentHash>,
 ) -> Option<Span> {
     let span = otlp::Span::decode(span).ok()?;
     let mut stats = LimitStats::default();

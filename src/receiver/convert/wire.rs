@@ -20,13 +20,12 @@
 
 use bytes::Bytes;
 use prost::encoding::decode_varint;
-use sha2::{Digest, Sha256};
 
 use super::{
     ArrivalKeys, AttributeLimits, LimitStats, Limited, RequestContext, check_parent_id,
     check_span_id, check_times, check_trace_id,
 };
-use crate::span::{Event, Link, Resource, Scope, Span, Str, Value, lower_hex};
+use crate::span::{ContentHash, Event, Link, Resource, Scope, Span, Str, Value, lower_hex};
 use std::sync::Arc;
 
 /// A field's value as it appears on the wire.
@@ -112,7 +111,7 @@ pub(super) fn decode_span(
     scope: Arc<Scope>,
     context: &RequestContext,
     raw: Bytes,
-    content_hash: Option<[u8; 32]>,
+    content_hash: Option<ContentHash>,
     keys: Option<&ArrivalKeys>,
     stats: &mut LimitStats,
 ) -> Option<Span> {
@@ -273,14 +272,14 @@ impl SpanParts<'_> {
         scope: Arc<Scope>,
         context: &RequestContext,
         raw: Bytes,
-        content_hash: Option<[u8; 32]>,
+        content_hash: Option<ContentHash>,
     ) -> Result<Span, Stop> {
         let trace_id = check_trace_id(self.trace_id).map_err(|_| Stop)?;
         let span_id = check_span_id(self.span_id, "span id").map_err(|_| Stop)?;
         let parent_span_id = check_parent_id(self.parent_span_id).map_err(|_| Stop)?;
         check_times(self.start, self.end).map_err(|_| Stop)?;
         let (status_code, status_message) = status(base, self.status)?;
-        let content_hash = content_hash.unwrap_or_else(|| Sha256::digest(&raw).into());
+        let content_hash = content_hash.unwrap_or_else(|| ContentHash::of(&raw));
         Ok(Span {
             trace_id,
             span_id,
