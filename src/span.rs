@@ -4,6 +4,7 @@
 //! Ids are fixed-size arrays, strings are valid UTF-8, and the resource and
 //! scope are shared between the spans of one request.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -140,8 +141,26 @@ pub enum Value {
 impl Value {
     /// Returns the value's text, or `None` when it is blank.
     pub fn non_blank_text(&self) -> Option<String> {
-        let text = self.to_text();
-        (!text.trim().is_empty()).then(|| text.to_string())
+        self.non_blank_str().map(Cow::into_owned)
+    }
+
+    /// Like [`Value::non_blank_text`], borrowing the text of a string.
+    pub fn non_blank_str(&self) -> Option<Cow<'_, str>> {
+        let text = match self {
+            Value::Str(text) => Cow::Borrowed(&**text),
+            other => Cow::Owned(other.to_text().to_string()),
+        };
+        (!text.trim().is_empty()).then_some(text)
+    }
+
+    /// Like [`Value::non_blank_text`], sharing the buffer of a string.
+    pub fn non_blank_shared(&self) -> Option<Str> {
+        match self {
+            Value::Str(text) => (!text.trim().is_empty()).then(|| text.clone()),
+            other => other
+                .non_blank_str()
+                .map(|text| Str::from(text.into_owned())),
+        }
     }
 
     /// The value as text, the way it is stored in a ClickHouse `Map` column:

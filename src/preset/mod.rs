@@ -14,11 +14,12 @@ mod builtin;
 #[cfg(test)]
 mod properties;
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::span::{Attributes, Span};
+use crate::span::{Attributes, Span, Str, Value};
 
 pub use builtin::builtin_presets;
 
@@ -108,8 +109,8 @@ pub struct StepFacts {
     pub provider: Option<String>,
     pub tool_name: Option<String>,
     pub tool_call_id: Option<String>,
-    pub input_messages: Option<String>,
-    pub output_messages: Option<String>,
+    pub input_messages: Option<Str>,
+    pub output_messages: Option<Str>,
 }
 
 /// Active presets, in precedence order.
@@ -211,43 +212,54 @@ impl Names {
     }
 }
 
-/// Positions of the presets' names among a span's attributes and resource
-/// attributes.
+/// Positions of the presets' names among a span's attributes and, once a
+/// lookup falls back to them, its resource attributes.
 struct Found<'a> {
+    names: &'a Names,
     span: &'a Span,
     in_span: Vec<u32>,
-    in_resource: Vec<u32>,
+    in_resource: OnceCell<Vec<u32>>,
 }
 
 impl<'a> Found<'a> {
-    fn new(names: &Names, span: &'a Span) -> Found<'a> {
+    fn new(names: &'a Names, span: &'a Span) -> Found<'a> {
         Found {
+            names,
             span,
             in_span: names.positions(&span.attributes),
-            in_resource: names.positions(&span.resource.attributes),
+            in_resource: OnceCell::new(),
         }
     }
 
-    /// Returns the first non-blank text among `ids` in the span's
-    /// attributes, as [`Attributes::get_text`] would find it.
-    fn span_text(&self, ids: &[u32]) -> Option<String> {
-        text_at(&self.span.attributes, &self.in_span, ids)
+    /// Returns the first value with non-blank text among `ids` in the
+    /// span's attributes, as [`Attributes::get_text`] would find it.
+    fn span_value(&self, ids: &[u32]) -> Option<&'a Value> {
+        value_at(&self.span.attributes, &self.in_span, ids)
     }
 
-    /// Like [`Found::span_text`], then the same among resource attributes.
+    /// The text of [`Found::span_value`], then the same among resource
+    /// attributes.
     fn text(&self, ids: &[u32]) -> Option<String> {
-        self.span_text(ids)
-            .or_else(|| text_at(&self.span.resource.attributes, &self.in_resource, ids))
+        self.span_value(ids)
+            .or_else(|| {
+                let attributes = &self.span.resource.attributes;
+                let in_resource = self
+                    .in_resource
+                    .get_or_init(|| self.names.positions(attributes));
+                value_at(attributes, in_resource, ids)
+            })
+            .and_then(Value::non_blank_text)
     }
 }
 
-fn text_at(attributes: &Attributes, positions: &[u32], ids: &[u32]) -> Option<String> {
+fn value_at<'a>(attributes: &'a Attributes, positions: &[u32], ids: &[u32]) -> Option<&'a Value> {
     ids.iter().find_map(|&id| {
         let position = positions[id as usize];
         if position == ABSENT {
             return None;
         }
-        attributes.0[position as usize].1.non_blank_text()
+        let value = &attributes.0[position as usize].1;
+        value.non_blank_str().is_some().then_some(value)
     })
 }
 
@@ -295,8 +307,12 @@ impl Resolver {
             provider: found.text(&names.provider),
             tool_name: found.text(&names.tool_name),
             tool_call_id,
-            input_messages: found.span_text(&names.input_messages),
-            output_messages: found.span_text(&names.output_messages),
+            input_messages: found
+                .span_value(&names.input_messages)
+                .and_then(Value::non_blank_shared),
+            output_messages: found
+                .span_value(&names.output_messages)
+                .and_then(Value::non_blank_shared),
         }
     }
 
@@ -320,7 +336,7 @@ impl Resolver {
     }
 
     fn is_root(&self, found: &Found<'_>) -> bool {
-        found.span_text(&[self.names.origin_type]).is_some()
+        found.span_value(&[self.names.origin_type]).is_some()
     }
 
     fn kind(&self, found: &Found<'_>) -> Option<StepKind> {
@@ -338,7 +354,7 @@ impl Resolver {
 fn call_id_in_output(found: &Found<'_>, tool_output: &[u32]) -> Option<String> {
     tool_output
         .iter()
-        .filter_map(|&id| found.span_text(&[id]))
+        .filter_map(|&id| found.span_value(&[id])?.non_blank_str())
         .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .find_map(|json| find_call_id(&json, 0))
 }
@@ -368,7 +384,10 @@ fn find_call_id(json: &serde_json::Value, depth: usize) -> Option<String> {
 
 fn rule_matches(rule: &KindRule, attribute: Option<u32>, found: &Found<'_>) -> bool {
     if let Some(attribute) = attribute {
-        let Some(value) = found.span_text(&[attribute]) else {
+        let Some(value) = found
+            .span_value(&[attribute])
+            .and_then(Value::non_blank_str)
+        else {
             return false;
         };
         return rule.equals.is_empty()

@@ -69,8 +69,8 @@ fn resolve_by_lookup(presets: &[Preset], span: &Span) -> StepFacts {
         provider: lookup(|preset| &preset.provider),
         tool_name: lookup(|preset| &preset.tool_name),
         tool_call_id,
-        input_messages: in_span(|preset| &preset.input_messages),
-        output_messages: in_span(|preset| &preset.output_messages),
+        input_messages: in_span(|preset| &preset.input_messages).map(Str::from),
+        output_messages: in_span(|preset| &preset.output_messages).map(Str::from),
     }
 }
 
