@@ -58,8 +58,8 @@ pub fn lower_hex(bytes: &[u8]) -> String {
     String::from_utf8(text).expect("hex digits are ASCII")
 }
 
-/// A keyed digest of a span's encoding that tells a re-sent span from a
-/// different span reusing its ids.
+/// A keyed digest of a span's encoding, which distinguishes a re-sent span
+/// from a different span reusing its ids.
 ///
 /// It is POLYVAL over the bytes, zero-padded to 16-byte blocks and followed
 /// by a block holding their length, under a random key drawn once per
@@ -67,13 +67,13 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 /// that they get the same digest is at most `(n + 1) / 2^128` over the key,
 /// whatever the sender chose. That holds only while the key and the digests
 /// stay inside the process: digests are compared in memory and never
-/// stored, logged or sent, and the spans of the spool are hashed again on
-/// replay under the new key.
+/// stored, logged or sent, and the spans of the spool are hashed again,
+/// under the new process's key, when it replays them.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContentHash([u8; 16]);
 
 impl ContentHash {
-    /// The digest of `bytes`.
+    /// Hashes `bytes` under the process's key.
     pub fn of(bytes: &[u8]) -> Self {
         use polyval::universal_hash::UniversalHash;
         static KEYED: std::sync::OnceLock<polyval::Polyval> = std::sync::OnceLock::new();
