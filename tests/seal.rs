@@ -289,7 +289,7 @@ async fn forged_row_is_row_inserted() {
     // a correctly computed hash.
     let mut forged = rows[2].clone();
     forged.span_id = span_hex(99);
-    forged.tool_name = "wire_money".to_owned();
+    forged.tool_name = "wire_money".into();
     forged.step_index = rows[2].step_index;
     let mut chained = vec![forged];
     agent_ledger::seal::chain_rows(&mut chained, &rows[1].row_hash);

@@ -65,9 +65,9 @@ pub struct SpanRow {
     pub agent_name: Str,
     pub agent_id: Str,
     pub agent_version: Str,
-    pub model_name: String,
-    pub model_version: String,
-    pub provider: String,
+    pub model_name: Str,
+    pub model_version: Str,
+    pub provider: Str,
     pub origin_type: Str,
     pub origin_source: Str,
     pub task_spec: Str,
@@ -78,8 +78,8 @@ pub struct SpanRow {
     pub credential_issued_at: Option<i64>,
     pub credential_expires_at: Option<i64>,
     pub workflow_credential_id: Str,
-    pub tool_name: String,
-    pub tool_call_id: String,
+    pub tool_name: Str,
+    pub tool_call_id: Str,
     pub violations: Vec<String>,
     pub redacted_count: u32,
     /// One entry per redacted value, naming the kind of secret.
@@ -427,9 +427,9 @@ fn span_row(
                 .iter()
                 .find(|other| other.span.span_id == agent)
         })
-        .and_then(|agent| agent.facts.agent_name.as_deref())
-        .or(step.facts.agent_name.as_deref())
-        .map(Str::from)
+        .and_then(|agent| agent.facts.agent_name.as_ref())
+        .or(step.facts.agent_name.as_ref())
+        .cloned()
         .unwrap_or_else(|| shared.agent_name.clone());
     SpanRow {
         timestamp: span.start_unix_nano as i64,
@@ -478,14 +478,12 @@ fn span_row(
         agent_id: step
             .facts
             .agent_id
-            .as_deref()
-            .map(Str::from)
+            .clone()
             .unwrap_or_else(|| shared.agent_id.clone()),
         agent_version: step
             .facts
             .agent_version
-            .as_deref()
-            .map(Str::from)
+            .clone()
             .unwrap_or_else(|| shared.agent_version.clone()),
         model_name: step.facts.request_model.clone().unwrap_or_default(),
         model_version: step.facts.response_model.clone().unwrap_or_default(),

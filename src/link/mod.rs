@@ -199,8 +199,8 @@ fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
             other
                 .facts
                 .tool_call_id
-                .as_ref()
-                .is_some_and(|id| fresh.contains(&id))
+                .as_deref()
+                .is_some_and(|id| fresh.iter().any(|fresh| fresh.as_str() == id))
         })
         .map(|tool| Cause {
             span_id: tool.span.span_id,

@@ -101,14 +101,14 @@ pub struct Preset {
 pub struct StepFacts {
     pub is_root: bool,
     pub kind: Option<StepKind>,
-    pub agent_name: Option<String>,
-    pub agent_id: Option<String>,
-    pub agent_version: Option<String>,
-    pub request_model: Option<String>,
-    pub response_model: Option<String>,
-    pub provider: Option<String>,
-    pub tool_name: Option<String>,
-    pub tool_call_id: Option<String>,
+    pub agent_name: Option<Str>,
+    pub agent_id: Option<Str>,
+    pub agent_version: Option<Str>,
+    pub request_model: Option<Str>,
+    pub response_model: Option<Str>,
+    pub provider: Option<Str>,
+    pub tool_name: Option<Str>,
+    pub tool_call_id: Option<Str>,
     pub input_messages: Option<Str>,
     pub output_messages: Option<Str>,
 }
@@ -238,8 +238,8 @@ impl<'a> Found<'a> {
     }
 
     /// The text of [`Found::span_value`], then the same among resource
-    /// attributes.
-    fn text(&self, ids: &[u32]) -> Option<String> {
+    /// attributes, sharing the buffer of a string.
+    fn text(&self, ids: &[u32]) -> Option<Str> {
         self.span_value(ids)
             .or_else(|| {
                 let attributes = &self.span.resource.attributes;
@@ -248,7 +248,7 @@ impl<'a> Found<'a> {
                     .get_or_init(|| self.names.positions(attributes));
                 value_at(attributes, in_resource, ids)
             })
-            .and_then(Value::non_blank_text)
+            .and_then(Value::non_blank_shared)
     }
 }
 
@@ -295,6 +295,7 @@ impl Resolver {
             (kind == Some(StepKind::Tool))
                 .then(|| call_id_in_output(&found, &names.tool_output))
                 .flatten()
+                .map(Str::from)
         });
         StepFacts {
             is_root: self.is_root(&found),

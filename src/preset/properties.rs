@@ -19,12 +19,14 @@ fn resolve_by_lookup(presets: &[Preset], span: &Span) -> StepFacts {
             .find_map(|name| span.attributes.get_text(name))
     };
     let lookup = |field: Field| {
-        in_span(field).or_else(|| {
-            presets
-                .iter()
-                .flat_map(|preset| field(preset).iter())
-                .find_map(|name| span.resource.attributes.get_text(name))
-        })
+        in_span(field)
+            .or_else(|| {
+                presets
+                    .iter()
+                    .flat_map(|preset| field(preset).iter())
+                    .find_map(|name| span.resource.attributes.get_text(name))
+            })
+            .map(Str::from)
     };
     let kind = presets
         .iter()
@@ -55,6 +57,7 @@ fn resolve_by_lookup(presets: &[Preset], span: &Span) -> StepFacts {
                     .filter_map(|name| span.attributes.get_text(name))
                     .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
                     .find_map(|json| find_call_id(&json, 0))
+                    .map(Str::from)
             })
             .flatten()
     });

@@ -2,7 +2,7 @@
 //! the root and the steps inside.
 
 use crate::preset::StepKind;
-use crate::span::{Span, Value};
+use crate::span::{Span, Str, Value};
 use crate::workflow::Workflow;
 
 /// A credential as a span describes it. It never carries the secret.
@@ -80,7 +80,7 @@ impl Summary {
                 push_unique(&mut summary.tools_used, facts.tool_name.as_deref());
             }
         }
-        let first = |pick: fn(&crate::preset::StepFacts) -> Option<&String>| -> String {
+        let first = |pick: fn(&crate::preset::StepFacts) -> Option<&Str>| -> String {
             root_facts
                 .and_then(pick)
                 .or_else(|| {
@@ -90,7 +90,7 @@ impl Summary {
                         .find_map(|step| pick(&step.facts))
                 })
                 .or_else(|| members.clone().find_map(|step| pick(&step.facts)))
-                .cloned()
+                .map(|text| text.to_string())
                 .unwrap_or_default()
         };
         summary.agent_name = first(|facts| facts.agent_name.as_ref());

@@ -203,9 +203,9 @@ fn unattended_workflow() -> Vec<SpanRow> {
     let mut root = step(trace, 1, None, 0, "root", "nightly ticket cleanup", at(0));
     root.duration = (3 * HOUR) as u64;
     let chat = SpanRow {
-        model_name: "gpt-4o".to_owned(),
-        model_version: "gpt-4o-2024-08-06".to_owned(),
-        provider: "openai".to_owned(),
+        model_name: "gpt-4o".into(),
+        model_version: "gpt-4o-2024-08-06".into(),
+        provider: "openai".into(),
         ..step(
             trace,
             2,
@@ -217,7 +217,7 @@ fn unattended_workflow() -> Vec<SpanRow> {
         )
     };
     let delete = SpanRow {
-        tool_name: "delete_ticket".to_owned(),
+        tool_name: "delete_ticket".into(),
         write_action: 1,
         violations: vec!["scope_violation".to_owned()],
         ..step(
@@ -231,7 +231,7 @@ fn unattended_workflow() -> Vec<SpanRow> {
         )
     };
     let close = SpanRow {
-        tool_name: "close_ticket".to_owned(),
+        tool_name: "close_ticket".into(),
         write_action: 1,
         violations: vec!["credential_expired".to_owned()],
         ..step(
@@ -264,7 +264,7 @@ fn authorized_workflow() -> Vec<SpanRow> {
     let at = |offset: i64| base_nanos() as i64 + 30 * 60 * 1_000_000_000 + offset;
     let root = step(trace, 1, None, 0, "root", "handle refund request", at(0));
     let lookup = SpanRow {
-        tool_name: "lookup_order".to_owned(),
+        tool_name: "lookup_order".into(),
         redacted_count: 1,
         redacted_kinds: vec!["bearer_token".to_owned()],
         ..step(
@@ -278,7 +278,7 @@ fn authorized_workflow() -> Vec<SpanRow> {
         )
     };
     let refund = SpanRow {
-        tool_name: "refund".to_owned(),
+        tool_name: "refund".into(),
         write_action: 1,
         redacted_count: 2,
         redacted_kinds: vec!["bearer_token".to_owned(), "api_key".to_owned()],
@@ -316,8 +316,8 @@ fn series_workflow(trace: u64, version: &str, offset: i64) -> Vec<SpanRow> {
     let at = base_nanos() as i64 + offset;
     let root = step(trace, 1, None, 0, "root", "answer question", at);
     let chat = SpanRow {
-        model_name: "gpt-4o".to_owned(),
-        model_version: version.to_owned(),
+        model_name: "gpt-4o".into(),
+        model_version: version.into(),
         ..step(
             trace,
             2,
@@ -396,9 +396,9 @@ fn step(
         agent_name: Default::default(),
         agent_id: Default::default(),
         agent_version: Default::default(),
-        model_name: String::new(),
-        model_version: String::new(),
-        provider: String::new(),
+        model_name: Default::default(),
+        model_version: Default::default(),
+        provider: Default::default(),
         origin_type: Default::default(),
         origin_source: Default::default(),
         task_spec: Default::default(),
@@ -409,8 +409,8 @@ fn step(
         credential_issued_at: None,
         credential_expires_at: None,
         workflow_credential_id: Default::default(),
-        tool_name: String::new(),
-        tool_call_id: String::new(),
+        tool_name: Default::default(),
+        tool_call_id: Default::default(),
         violations: Vec::new(),
         redacted_count: 0,
         redacted_kinds: Vec::new(),
