@@ -2,7 +2,7 @@
 //! output files whose header records the question, the period and the time.
 //!
 //! The queries are the SQL files under `evidence/`, embedded in the binary
-//! ([`catalog`]). [`prepare`] checks a request against the query (known
+//! ([`mod@catalog`]). [`prepare`] checks a request against the query (known
 //! name, every parameter given, a valid period); [`execute`] binds the
 //! parameters as ClickHouse query parameters, never into the SQL text, and
 //! reads the result in a generic form ([`result::ResultSet`]), so any

@@ -812,9 +812,9 @@ pub fn span_from_raw(raw: Bytes, context: &RequestContext) -> Option<Span> {
 /// read one after another mostly share their resource and scope (the spans
 /// of one trace from one service), so the decoder keeps the last resource
 /// and scope it converted and reuses them while their encoding is the same.
-/// The span itself is read straight from its encoding ([`wire`]) unless it
-/// has a form that only prost reads. The attribute limits of every
-/// `context` must be the same.
+/// The span itself is read straight from its encoding (the private `wire`
+/// module) unless it has a form that only prost reads. The attribute
+/// limits of every `context` must be the same.
 #[derive(Default)]
 pub struct SpoolDecoder {
     resource: Option<(Bytes, Arc<Resource>)>,

@@ -4,11 +4,11 @@
 //! an optional folder of checkpoint files, and produces a [`Report`] of
 //! findings, each with its kind and the ids involved:
 //!
-//! - [`chains`]: every `agent_spans` row's hash and every workflow chain,
+//! - `chains`: every `agent_spans` row's hash and every workflow chain,
 //!   against the newest verdict and the workflow's segment entries;
-//! - [`entries`]: every ledger entry's hash, the sequence and hash links
+//! - `entries`: every ledger entry's hash, the sequence and hash links
 //!   between entries, and every batch hash;
-//! - [`checkpoints`]: every checkpoint's signature, its link to the entry it
+//! - `checkpoints`: every checkpoint's signature, its link to the entry it
 //!   names, and the checkpoint files against ClickHouse.
 //!
 //! Rows are streamed with the `clickhouse` crate's cursor, sorted by
