@@ -65,10 +65,10 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 /// by a block holding their length, under a random key drawn once per
 /// process. For two different encodings of at most `n` blocks, the chance
 /// that they get the same digest is at most `(n + 1) / 2^128` over the key,
-/// whatever the sender chose. That holds only while the key and the digests
-/// stay inside the process: digests are compared in memory and never
-/// stored, logged or sent, and the spans of the spool are hashed again,
-/// under the new process's key, when it replays them.
+/// whatever the sender chose. That bound holds only while the key and the
+/// digests stay inside the process. Digests are compared in memory and are
+/// never stored, logged or sent. A new process hashes the spool's spans
+/// again under its own key when it replays them.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContentHash([u8; 16]);
 
@@ -79,8 +79,8 @@ impl ContentHash {
         static KEYED: std::sync::OnceLock<polyval::Polyval> = std::sync::OnceLock::new();
         let mut hasher = KEYED
             .get_or_init(|| {
-                // A zero key maps every input to zero; drawing it has
-                // probability 2^-128, and drawing again costs nothing.
+                // A zero key maps every input to zero. It is drawn with
+                // probability 2^-128, so drawing again costs nothing.
                 let key = std::iter::repeat_with(rand::random::<[u8; 16]>)
                     .find(|key| *key != [0; 16])
                     .expect("the iterator never ends");
@@ -144,7 +144,8 @@ impl Value {
         self.non_blank_str().map(Cow::into_owned)
     }
 
-    /// Like [`Value::non_blank_text`], borrowing the text of a string.
+    /// Returns the value's text like [`Value::non_blank_text`], borrowing
+    /// the text of a string.
     pub fn non_blank_str(&self) -> Option<Cow<'_, str>> {
         let text = match self {
             Value::Str(text) => Cow::Borrowed(&**text),
@@ -153,7 +154,8 @@ impl Value {
         (!text.trim().is_empty()).then_some(text)
     }
 
-    /// Like [`Value::non_blank_text`], sharing the buffer of a string.
+    /// Returns the value's text like [`Value::non_blank_text`], sharing the
+    /// buffer of a string.
     pub fn non_blank_shared(&self) -> Option<Str> {
         match self {
             Value::Str(text) => (!text.trim().is_empty()).then(|| text.clone()),

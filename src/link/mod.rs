@@ -200,7 +200,7 @@ fn inference_causes(step: &Step, all: &[&Step], ids: &CallIds) -> Vec<Cause> {
                 .facts
                 .tool_call_id
                 .as_deref()
-                .is_some_and(|id| fresh.iter().any(|fresh| fresh.as_str() == id))
+                .is_some_and(|id| fresh.iter().any(|fresh_id| fresh_id.as_str() == id))
         })
         .map(|tool| Cause {
             span_id: tool.span.span_id,

@@ -237,8 +237,8 @@ impl<'a> Found<'a> {
         value_at(&self.span.attributes, &self.in_span, ids)
     }
 
-    /// The text of [`Found::span_value`], then the same among resource
-    /// attributes, sharing the buffer of a string.
+    /// Returns the text of [`Found::span_value`], else of the same lookup
+    /// among resource attributes, sharing the buffer of a string.
     fn text(&self, ids: &[u32]) -> Option<Str> {
         self.span_value(ids)
             .or_else(|| {
