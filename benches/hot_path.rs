@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_ledger::assembler::{Assembler, Emitted, Limits, Sealed, Storage};
-use agent_ledger::clickhouse::encode::{EncodedSpan, encode_span_rows};
+use agent_ledger::clickhouse::encode::{EncodedSpan, encode_stored_rows};
 use agent_ledger::clickhouse::rows::{RejectedRow, SpanRow, WorkflowRow, span_rows, workflow_rows};
 use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
 use agent_ledger::loadgen::{Shape, Templates};
@@ -205,7 +205,7 @@ fn process_batch(fixture: &Fixture) -> BatchRows {
 /// Encodes `rows` as the sealer does, a workflow of the load generator's
 /// shape (8 spans) at a time.
 fn encode_by_workflow(rows: &[SpanRow]) -> Vec<EncodedSpan> {
-    rows.chunks(8).flat_map(encode_span_rows).collect()
+    rows.chunks(8).flat_map(encode_stored_rows).collect()
 }
 
 /// Inserts encoded span rows as the sink does.

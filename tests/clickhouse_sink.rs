@@ -5,7 +5,7 @@
 
 mod common;
 
-use agent_ledger::clickhouse::encode::{EncodedSpan, encode_span_rows};
+use agent_ledger::clickhouse::encode::{EncodedSpan, encode_stored_rows};
 use agent_ledger::clickhouse::rows::SpanRow;
 use agent_ledger::clickhouse::schema::Schema;
 use agent_ledger::clickhouse::sink::{InsertRequest, InsertRows};
@@ -206,7 +206,7 @@ async fn encoded_span_rows_read_back_as_written() {
         span_row(3, &"x".repeat(300 * 1024)),
         span_row(4, "ünïcödé"),
     ];
-    let encoded = encode_span_rows(&rows);
+    let encoded = encode_stored_rows(&rows);
     let request = InsertRequest::new(&client, "agent_spans", "encoded-rows", WAIT);
     EncodedSpan::insert(request, &encoded)
         .await

@@ -10,6 +10,8 @@ use std::process::Command;
 
 use agent_ledger::clickhouse::rows::{CheckpointRow, LedgerEntryRow, SpanRow, WorkflowRow};
 use agent_ledger::config::Config;
+use agent_ledger::otlp::{self, AnyValue, ArrayValue, KeyValue, any_value};
+use agent_ledger::span::Str;
 use common::*;
 use serde_json::Value;
 
@@ -188,6 +190,158 @@ async fn untouched_trail_verifies_clean() {
         .count("SELECT count() FROM agent_verify_runs WHERE Result = 'clean'")
         .await;
     assert_eq!(runs, 3, "each run is recorded");
+}
+
+fn value_attr(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.as_bytes().to_vec().into(),
+        value: Some(AnyValue { value: Some(value) }),
+    }
+}
+
+fn text_pairs(row: &[(Str, Str)]) -> Vec<(String, String)> {
+    row.iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// A workflow whose spans carry every kind of column content: attribute
+/// values that are not strings, resource attributes, events, the span's own
+/// links next to the linker's, trace state, a status message and a
+/// redaction marker. Its rows are stored as sealed and verify clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_of_every_column_kind_verify_clean() {
+    use any_value::Value as V;
+
+    let dir = tempfile::tempdir().unwrap();
+    agent_ledger::seal::keys::generate(&dir.path().join("ledger.key")).unwrap();
+    let mut harness = Harness::start(sealed_config("seal_columns", dir.path())).await;
+    let trace = 80;
+    let mut chat = chat_span(trace, 2, 1, 10, 20)
+        .attr(
+            "gen_ai.output.messages",
+            r#"[{"role":"assistant","parts":[{"type":"tool_call","id":"call_7","name":"fetch"}]}]"#,
+        )
+        .attr("note", "token [REDACTED:github_token] was here")
+        .build();
+    chat.trace_state = "vendor=1".into();
+    chat.attributes.extend([
+        value_attr("gen_ai.usage.input_tokens", V::IntValue(812)),
+        value_attr("gen_ai.request.temperature", V::DoubleValue(0.25)),
+        value_attr("cache.hit", V::BoolValue(true)),
+        value_attr(
+            "tags",
+            V::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(V::StringValue("a".into())),
+                }],
+            }),
+        ),
+        value_attr("digest", V::BytesValue(vec![0xab, 0x01])),
+    ]);
+    chat.events.push(otlp::Event {
+        time_unix_nano: base_nanos() + 15_000_000,
+        name: "gen_ai.choice".into(),
+        attributes: vec![value_attr("index", V::IntValue(0))],
+        dropped_attributes_count: 0,
+    });
+    chat.status = Some(otlp::Status {
+        message: "slow answer".into(),
+        code: 1,
+    });
+    let mut tool = tool_span(trace, 3, 1, 21, 30)
+        .attr("gen_ai.tool.call.id", "call_7")
+        .build();
+    tool.links.push(otlp::Link {
+        trace_id: trace_id(900),
+        span_id: span_id(901),
+        trace_state: "other=2".into(),
+        attributes: vec![KeyValue::string("reason", "follows")],
+        dropped_attributes_count: 0,
+        flags: 0,
+    });
+    let mut request = request(vec![root_span(trace, 1, None, 0, 100).build(), chat, tool]);
+    let resource = request.resource_spans[0].resource.as_mut().unwrap();
+    resource
+        .attributes
+        .push(value_attr("process.pid", V::IntValue(4242)));
+    harness.export(request).await.unwrap();
+    let sql = format!(
+        "SELECT count() FROM agent_workflows WHERE WorkflowId = '{}'",
+        trace_hex(trace)
+    );
+    assert_eq!(harness.wait_for_count(&sql, 1, WAIT).await, 1);
+    harness.stop().await;
+
+    let verified = verify_with_keys(&harness, dir.path(), &[]).await;
+    assert_eq!(
+        verified.status, 0,
+        "{:#} {}",
+        verified.json, verified.stderr
+    );
+    assert!(
+        verified.json["report"]["rows_checked"].as_u64().unwrap() >= 3,
+        "{:#}",
+        verified.json
+    );
+
+    let rows = span_rows(&harness, trace).await;
+    assert_eq!(rows.len(), 3);
+    let (chat, tool) = (&rows[1], &rows[2]);
+    assert!(
+        text_pairs(&chat.resource_attributes).contains(&("process.pid".into(), "4242".into())),
+        "{:?}",
+        chat.resource_attributes
+    );
+    let attributes = text_pairs(&chat.span_attributes);
+    for expected in [
+        ("gen_ai.usage.input_tokens", "812"),
+        ("gen_ai.request.temperature", "0.25"),
+        ("cache.hit", "true"),
+        ("tags", r#"["a"]"#),
+        ("digest", "ab01"),
+    ] {
+        let expected = (expected.0.to_owned(), expected.1.to_owned());
+        assert!(
+            attributes.contains(&expected),
+            "{expected:?} in {attributes:?}"
+        );
+    }
+    assert_eq!(&*chat.trace_state, "vendor=1");
+    assert_eq!(&*chat.status_message, "slow answer");
+    assert_eq!(chat.events_name, vec![Str::from("gen_ai.choice")]);
+    assert_eq!(
+        chat.events_timestamp,
+        vec![(base_nanos() + 15_000_000) as i64]
+    );
+    assert_eq!(
+        text_pairs(&chat.events_attributes[0]),
+        vec![("index".to_owned(), "0".to_owned())]
+    );
+    assert_eq!(chat.redacted_kinds, vec!["github_token".to_owned()]);
+    assert_eq!(chat.redacted_count, 1);
+
+    assert_eq!(tool.links_trace_id, vec![trace_hex(900), trace_hex(trace)]);
+    assert_eq!(tool.links_span_id, vec![span_hex(901), span_hex(2)]);
+    assert_eq!(
+        tool.links_trace_state,
+        vec![Str::from("other=2"), Str::new()]
+    );
+    assert_eq!(
+        text_pairs(&tool.links_attributes[0]),
+        vec![("reason".to_owned(), "follows".to_owned())]
+    );
+    assert_eq!(
+        text_pairs(&tool.links_attributes[1]),
+        vec![
+            ("agent_ledger.link.type".to_owned(), "caused_by".to_owned()),
+            (
+                "agent_ledger.link.basis".to_owned(),
+                "tool_call_id".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(&*tool.tool_call_id, "call_7");
 }
 
 #[tokio::test(flavor = "multi_thread")]

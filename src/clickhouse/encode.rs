@@ -16,9 +16,9 @@
 
 use bytes::Bytes;
 
+use super::columns::{ColumnWriter, SpanColumns};
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
-use crate::span::Str;
 
 /// The columns of an encoded span row, in the order [`encode_span_row`]
 /// writes them: identity first, then the columns of a quarantine row.
@@ -98,7 +98,7 @@ pub struct EncodedSpan(pub Bytes);
 /// returns each row as a view of it, so that the rows cost one allocation.
 /// The rows are written to a reused buffer of the thread first, and the
 /// result is allocated at their exact size.
-pub fn encode_span_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
+pub fn encode_span_rows(rows: &[SpanColumns<'_>]) -> Vec<EncodedSpan> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -125,72 +125,73 @@ pub fn encode_span_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
         .collect()
 }
 
+/// Encodes stored rows like [`encode_span_rows`].
+pub fn encode_stored_rows(rows: &[SpanRow]) -> Vec<EncodedSpan> {
+    let columns: Vec<SpanColumns<'_>> = rows.iter().map(SpanRow::columns).collect();
+    encode_span_rows(&columns)
+}
+
 /// Largest scratch buffer kept between calls. A segment with larger rows
 /// gets a new buffer next time.
 const MAX_SCRATCH: usize = 1024 * 1024;
 
 /// Writes `row` in [`SPAN_COLUMNS`] order.
-pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
+pub fn encode_span_row(row: &SpanColumns<'_>, out: &mut Vec<u8>) {
     let mut w = RowWriter(out);
-    w.text(&row.trace_id);
+    w.text(row.trace_id);
     w.text(&row.span_id);
     w.u32(row.segment);
 
     w.i64(row.timestamp);
     w.text(&row.parent_span_id);
-    w.text(&row.trace_state);
-    w.text(&row.span_name);
-    w.text(&row.span_kind);
-    w.text(&row.service_name);
+    w.text(row.trace_state);
+    w.text(row.span_name);
+    w.text(row.span_kind);
+    w.text(row.service_name);
     w.pairs(&row.resource_attributes);
-    w.text(&row.scope_name);
-    w.text(&row.scope_version);
+    w.text(row.scope_name);
+    w.text(row.scope_version);
     w.pairs(&row.span_attributes);
     w.u64(row.duration);
-    w.text(&row.status_code);
-    w.text(&row.status_message);
-    w.text(&row.sender);
+    w.text(row.status_code);
+    w.text(row.status_message);
+    w.text(row.sender);
     w.i64(row.received_at);
 
-    w.len(row.events_timestamp.len());
-    row.events_timestamp.iter().for_each(|time| w.i64(*time));
-    w.texts(&row.events_name);
-    w.len(row.events_attributes.len());
-    row.events_attributes
-        .iter()
-        .for_each(|pairs| w.pairs(pairs));
-    w.texts(&row.links_trace_id);
-    w.texts(&row.links_span_id);
-    w.texts(&row.links_trace_state);
-    w.len(row.links_attributes.len());
-    row.links_attributes.iter().for_each(|pairs| w.pairs(pairs));
+    row.events.write_timestamps(&mut w);
+    row.events.write_names(&mut w);
+    row.events.write_attributes(&mut w);
+    row.links.write_trace_ids(&mut w);
+    row.links.write_span_ids(&mut w);
+    row.links.write_trace_states(&mut w);
+    row.links.write_attributes(&mut w);
 
-    w.text(&row.workflow_root_span_id);
+    w.text(row.workflow_root_span_id);
     w.u32(row.step_index);
-    w.text(&row.step_kind);
-    w.text(&row.agent_name);
-    w.text(&row.agent_id);
-    w.text(&row.agent_version);
-    w.text(&row.model_name);
-    w.text(&row.model_version);
-    w.text(&row.provider);
-    w.text(&row.origin_type);
-    w.text(&row.origin_source);
-    w.text(&row.task_spec);
-    w.text(&row.authorized_by);
+    w.text(row.step_kind);
+    w.text(row.agent_name);
+    w.text(row.agent_id);
+    w.text(row.agent_version);
+    w.text(row.model_name);
+    w.text(row.model_version);
+    w.text(row.provider);
+    w.text(row.origin_type);
+    w.text(row.origin_source);
+    w.text(row.task_spec);
+    w.text(row.authorized_by);
 
-    w.text(&row.credential_id);
-    w.text(&row.credential_issuer);
-    w.texts(&row.credential_scopes);
+    w.text(row.credential_id);
+    w.text(row.credential_issuer);
+    w.texts(row.credential_scopes.iter().map(String::as_str));
     w.nullable_i64(row.credential_issued_at);
     w.nullable_i64(row.credential_expires_at);
-    w.text(&row.workflow_credential_id);
+    w.text(row.workflow_credential_id);
 
-    w.text(&row.tool_name);
-    w.text(&row.tool_call_id);
-    w.texts(&row.violations);
+    w.text(row.tool_name);
+    w.text(row.tool_call_id);
+    w.texts(row.violations.iter().copied());
     w.u32(row.redacted_count);
-    w.texts(&row.redacted_kinds);
+    w.texts(row.redacted_kinds.iter().map(String::as_str));
     w.u8(row.write_action);
     w.u8(row.late);
 
@@ -200,31 +201,24 @@ pub fn encode_span_row(row: &SpanRow, out: &mut Vec<u8>) {
 
 struct RowWriter<'a>(&'a mut Vec<u8>);
 
-impl RowWriter<'_> {
+impl ColumnWriter for RowWriter<'_> {
     /// Writes a length or count. ClickHouse's `VarUInt` is the same
     /// unsigned LEB128 as a protobuf varint.
-    fn len(&mut self, len: usize) {
-        prost::encoding::encode_varint(len as u64, self.0);
+    fn count(&mut self, count: usize) {
+        prost::encoding::encode_varint(count as u64, self.0);
     }
 
     fn text(&mut self, text: &str) {
-        self.len(text.len());
+        self.count(text.len());
         self.0.extend_from_slice(text.as_bytes());
     }
 
-    fn texts<T: AsRef<str>>(&mut self, texts: &[T]) {
-        self.len(texts.len());
-        texts.iter().for_each(|text| self.text(text.as_ref()));
+    fn int(&mut self, value: i64) {
+        self.i64(value);
     }
+}
 
-    fn pairs(&mut self, pairs: &[(Str, Str)]) {
-        self.len(pairs.len());
-        for (key, value) in pairs {
-            self.text(key);
-            self.text(value);
-        }
-    }
-
+impl RowWriter<'_> {
     fn u8(&mut self, value: u8) {
         self.0.push(value);
     }
@@ -358,6 +352,7 @@ mod tests {
     use clickhouse::Row;
 
     use super::*;
+    use crate::span::Str;
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(Str, Str)> {
         items
@@ -491,7 +486,7 @@ mod tests {
         for (index, row) in rows.iter_mut().enumerate() {
             row.step_index = index as u32;
         }
-        let encoded = encode_span_rows(&rows);
+        let encoded = encode_stored_rows(&rows);
         assert_eq!(encoded.len(), rows.len());
         for (row, encoded) in rows.iter().zip(&encoded) {
             assert_eq!(*encoded, encode_one(row));
@@ -501,7 +496,7 @@ mod tests {
 
     fn encode_one(row: &SpanRow) -> EncodedSpan {
         let mut bytes = Vec::new();
-        encode_span_row(row, &mut bytes);
+        encode_span_row(&row.columns(), &mut bytes);
         EncodedSpan(bytes.into())
     }
 

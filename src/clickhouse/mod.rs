@@ -8,6 +8,7 @@
 //! turned asynchronous inserts on by default and an asynchronous insert is
 //! confirmed before it is stored).
 
+pub mod columns;
 pub mod encode;
 pub mod rows;
 pub mod schema;

@@ -9,19 +9,22 @@ use base64::Engine;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+
+use super::columns::{Events, LinkColumns, Links, Pairs, SpanColumns};
 use super::encode::EncodedSpan;
 use crate::assembler::{Sealed, Storage};
 use crate::link::StepLinks;
 use crate::preset::StepKind;
 use crate::quarantine::RejectedSpan;
 use crate::seal::encoding::Header;
-use crate::span::{Link, Str, span_kind_name, status_code_name};
+use crate::span::{Str, span_kind_name, status_code_name};
 use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
 /// A `Map(String, String)` column of span rows, whose texts share the
 /// span's buffers.
-type Pairs = Vec<(Str, Str)>;
+type TextMap = Vec<(Str, Str)>;
 
 /// A `Map(String, String)` column of quarantine rows.
 type TextPairs = Vec<(String, String)>;
@@ -38,10 +41,10 @@ pub struct SpanRow {
     pub span_name: Str,
     pub span_kind: Str,
     pub service_name: Str,
-    pub resource_attributes: Pairs,
+    pub resource_attributes: TextMap,
     pub scope_name: Str,
     pub scope_version: Str,
-    pub span_attributes: Pairs,
+    pub span_attributes: TextMap,
     pub duration: u64,
     pub status_code: Str,
     pub status_message: Str,
@@ -50,7 +53,7 @@ pub struct SpanRow {
     #[serde(rename = "Events.Name")]
     pub events_name: Vec<Str>,
     #[serde(rename = "Events.Attributes")]
-    pub events_attributes: Vec<Pairs>,
+    pub events_attributes: Vec<TextMap>,
     #[serde(rename = "Links.TraceId")]
     pub links_trace_id: Vec<String>,
     #[serde(rename = "Links.SpanId")]
@@ -58,7 +61,7 @@ pub struct SpanRow {
     #[serde(rename = "Links.TraceState")]
     pub links_trace_state: Vec<Str>,
     #[serde(rename = "Links.Attributes")]
-    pub links_attributes: Vec<Pairs>,
+    pub links_attributes: Vec<TextMap>,
     pub workflow_root_span_id: Str,
     pub step_index: u32,
     pub step_kind: Str,
@@ -310,50 +313,63 @@ pub fn workflow_rows(mut sealed: Sealed, written_at: i64) -> WorkflowRows {
     rows
 }
 
-/// The `agent_spans` rows of a workflow segment, in step order, not yet
-/// chained.
+/// Builds the `agent_spans` rows of a workflow segment as owned rows, in
+/// step order, not yet chained.
 pub fn span_rows(sealed: &Sealed) -> Vec<SpanRow> {
-    let shared = SharedColumns::of(sealed);
-    let steps = sealed.workflow.steps.iter().zip(&sealed.links);
-    steps
-        .enumerate()
-        .map(|(index, (step, links))| {
-            span_row(sealed, &shared, step, links, sealed.checks.get(index))
-        })
+    let segment = SegmentColumns::of(sealed);
+    segment
+        .rows(sealed)
+        .iter()
+        .map(SpanColumns::to_row)
         .collect()
 }
 
-/// Columns that every span row of a workflow segment repeats, built once
-/// per segment so that each row shares them instead of copying.
-struct SharedColumns {
-    trace_id: Str,
-    root_span_id: Str,
-    agent_name: Str,
-    agent_id: Str,
-    agent_version: Str,
-    origin_type: Str,
-    origin_source: Str,
-    task_spec: Str,
-    authorized_by: Str,
-    credential_id: Str,
+/// Values the span rows of a workflow segment borrow besides the sealed
+/// workflow: the ids every row repeats, as hex built once per segment, and
+/// the effective credentials of steps that were not checked.
+pub struct SegmentColumns {
+    trace_id: String,
+    root_span_id: String,
+    /// Checks of the steps after the last checked one, each with only the
+    /// step's effective credential.
+    unchecked: Vec<StepCheck>,
 }
 
-impl SharedColumns {
-    fn of(sealed: &Sealed) -> Self {
+impl SegmentColumns {
+    /// Builds the shared values of `sealed`'s rows.
+    pub fn of(sealed: &Sealed) -> Self {
         let summary = &sealed.verdict.summary;
-        let text = |value: &String| Str::from(value.as_str());
-        SharedColumns {
-            trace_id: sealed.workflow.trace_id.to_hex().into(),
-            root_span_id: sealed.workflow.root_span_id.to_hex().into(),
-            agent_name: text(&summary.agent_name),
-            agent_id: text(&summary.agent_id),
-            agent_version: text(&summary.agent_version),
-            origin_type: text(&summary.origin_type),
-            origin_source: text(&summary.origin_source),
-            task_spec: text(&summary.task_spec),
-            authorized_by: text(&summary.authorized_by),
-            credential_id: text(&summary.credential.id),
+        let unchecked = sealed
+            .workflow
+            .steps
+            .iter()
+            .skip(sealed.checks.len())
+            .map(|step| StepCheck {
+                credential: Credential::of(&step.span)
+                    .filter(|_| step.kind != StepKind::Root)
+                    .unwrap_or_else(|| summary.credential.clone()),
+                ..StepCheck::default()
+            })
+            .collect();
+        SegmentColumns {
+            trace_id: sealed.workflow.trace_id.to_hex(),
+            root_span_id: sealed.workflow.root_span_id.to_hex(),
+            unchecked,
         }
+    }
+
+    /// Borrows the columns of each step's row, in step order, not yet
+    /// chained.
+    pub fn rows<'a>(&'a self, sealed: &'a Sealed) -> Vec<SpanColumns<'a>> {
+        let checks = sealed.checks.iter().chain(&self.unchecked);
+        sealed
+            .workflow
+            .steps
+            .iter()
+            .zip(&sealed.links)
+            .zip(checks)
+            .map(|((step, links), check)| span_columns(sealed, self, step, links, check))
+            .collect()
     }
 }
 
@@ -385,40 +401,27 @@ pub fn header_hash(sealed: &Sealed) -> String {
     .hash()
 }
 
-fn span_row(
-    sealed: &Sealed,
-    shared: &SharedColumns,
-    step: &Step,
-    links: &StepLinks,
-    check: Option<&StepCheck>,
-) -> SpanRow {
+fn span_columns<'a>(
+    sealed: &'a Sealed,
+    segment: &'a SegmentColumns,
+    step: &'a Step,
+    links: &'a StepLinks,
+    check: &'a StepCheck,
+) -> SpanColumns<'a> {
     let span = &step.span;
-    let verdict = &sealed.verdict;
-    let summary = &verdict.summary;
+    let summary = &sealed.verdict.summary;
     let workflow = &sealed.workflow;
-    let unchecked;
-    let check = match check {
-        Some(check) => check,
-        None => {
-            let credential = Credential::of(span)
-                .filter(|_| step.kind != StepKind::Root)
-                .unwrap_or_else(|| summary.credential.clone());
-            unchecked = StepCheck {
-                credential,
-                ..StepCheck::default()
-            };
-            &unchecked
-        }
-    };
-    let credential = check.credential.clone();
+    let credential = &check.credential;
     let redacted_kinds = crate::redact::redacted_kinds(span);
-    let mut all_links: Vec<&Link> = span.links.iter().collect();
-    let caused_by: Vec<Link> = links
-        .causes
-        .iter()
-        .map(|cause| cause_link(workflow, cause))
-        .collect();
-    all_links.extend(caused_by.iter());
+    let mut all_links: Vec<LinkColumns<'a>> =
+        Vec::with_capacity(span.links.len() + links.causes.len());
+    all_links.extend(span.links.iter().map(LinkColumns::of));
+    all_links.extend(links.causes.iter().map(|cause| LinkColumns {
+        trace_id: &segment.trace_id,
+        span_id: Cow::Owned(cause.span_id.to_hex()),
+        trace_state: "",
+        attributes: Pairs::CausedBy(cause.basis.name()),
+    }));
     let agent_name = step
         .agent_span
         .and_then(|agent| {
@@ -427,111 +430,71 @@ fn span_row(
                 .iter()
                 .find(|other| other.span.span_id == agent)
         })
-        .and_then(|agent| agent.facts.agent_name.as_ref())
-        .or(step.facts.agent_name.as_ref())
-        .cloned()
-        .unwrap_or_else(|| shared.agent_name.clone());
-    SpanRow {
+        .and_then(|agent| agent.facts.agent_name.as_deref())
+        .or(step.facts.agent_name.as_deref())
+        .unwrap_or(&summary.agent_name);
+    let fact = |value: &'a Option<Str>| value.as_deref().unwrap_or_default();
+    SpanColumns {
         timestamp: span.start_unix_nano as i64,
-        trace_id: shared.trace_id.clone(),
-        span_id: span.span_id.to_hex(),
-        parent_span_id: span
-            .parent_span_id
-            .map(|id| id.to_hex())
-            .unwrap_or_default(),
-        trace_state: span.trace_state.clone(),
-        span_name: span.name.clone(),
-        span_kind: Str::from_static(span_kind_name(span.kind)),
-        service_name: span.resource.service_name.clone(),
-        resource_attributes: span.resource.attributes.to_text_pairs(),
-        scope_name: span.scope.name.clone(),
-        scope_version: span.scope.version.clone(),
-        span_attributes: span.attributes.to_text_pairs(),
+        trace_id: &segment.trace_id,
+        span_id: Cow::Owned(span.span_id.to_hex()),
+        parent_span_id: Cow::Owned(
+            span.parent_span_id
+                .map(|id| id.to_hex())
+                .unwrap_or_default(),
+        ),
+        trace_state: &span.trace_state,
+        span_name: &span.name,
+        span_kind: span_kind_name(span.kind),
+        service_name: &span.resource.service_name,
+        resource_attributes: Pairs::Values(&span.resource.attributes),
+        scope_name: &span.scope.name,
+        scope_version: &span.scope.version,
+        span_attributes: Pairs::Values(&span.attributes),
         duration: span.duration_nanos(),
-        status_code: Str::from_static(status_code_name(span.status_code)),
-        status_message: span.status_message.clone(),
-        events_timestamp: span
-            .events
-            .iter()
-            .map(|event| event.time_unix_nano as i64)
-            .collect(),
-        events_name: span.events.iter().map(|event| event.name.clone()).collect(),
-        events_attributes: span
-            .events
-            .iter()
-            .map(|event| event.attributes.to_text_pairs())
-            .collect(),
-        links_trace_id: all_links.iter().map(|link| link.trace_id.clone()).collect(),
-        links_span_id: all_links.iter().map(|link| link.span_id.clone()).collect(),
-        links_trace_state: all_links
-            .iter()
-            .map(|link| link.trace_state.clone())
-            .collect(),
-        links_attributes: all_links
-            .iter()
-            .map(|link| link.attributes.to_text_pairs())
-            .collect(),
-        workflow_root_span_id: shared.root_span_id.clone(),
+        status_code: status_code_name(span.status_code),
+        status_message: &span.status_message,
+        events: Events::Span(&span.events),
+        links: Links::Items(all_links),
+        workflow_root_span_id: &segment.root_span_id,
         step_index: links.step_index,
-        step_kind: Str::from_static(step.kind.name()),
+        step_kind: step.kind.name(),
         agent_name,
-        agent_id: step
-            .facts
-            .agent_id
-            .clone()
-            .unwrap_or_else(|| shared.agent_id.clone()),
+        agent_id: step.facts.agent_id.as_deref().unwrap_or(&summary.agent_id),
         agent_version: step
             .facts
             .agent_version
-            .clone()
-            .unwrap_or_else(|| shared.agent_version.clone()),
-        model_name: step.facts.request_model.clone().unwrap_or_default(),
-        model_version: step.facts.response_model.clone().unwrap_or_default(),
-        provider: step.facts.provider.clone().unwrap_or_default(),
-        origin_type: shared.origin_type.clone(),
-        origin_source: shared.origin_source.clone(),
-        task_spec: shared.task_spec.clone(),
-        authorized_by: shared.authorized_by.clone(),
-        credential_id: credential.id,
-        credential_issuer: credential.issuer,
-        credential_scopes: credential.scopes,
+            .as_deref()
+            .unwrap_or(&summary.agent_version),
+        model_name: fact(&step.facts.request_model),
+        model_version: fact(&step.facts.response_model),
+        provider: fact(&step.facts.provider),
+        origin_type: &summary.origin_type,
+        origin_source: &summary.origin_source,
+        task_spec: &summary.task_spec,
+        authorized_by: &summary.authorized_by,
+        credential_id: &credential.id,
+        credential_issuer: &credential.issuer,
+        credential_scopes: &credential.scopes,
         credential_issued_at: credential.issued_at_unix_nano,
         credential_expires_at: credential.expires_at_unix_nano,
-        workflow_credential_id: shared.credential_id.clone(),
-        tool_name: step.facts.tool_name.clone().unwrap_or_default(),
-        tool_call_id: step.facts.tool_call_id.clone().unwrap_or_default(),
+        workflow_credential_id: &summary.credential.id,
+        tool_name: fact(&step.facts.tool_name),
+        tool_call_id: fact(&step.facts.tool_call_id),
         violations: check
             .violations
             .iter()
-            .map(|violation| violation.code().to_owned())
+            .map(|violation| violation.code())
             .collect(),
         redacted_count: redacted_kinds.len() as u32,
-        redacted_kinds,
+        redacted_kinds: Cow::Owned(redacted_kinds),
         write_action: u8::from(check.write_action),
-        sender: Str::from(&*span.sender),
+        sender: &span.sender,
         received_at: span.received_at_unix_nano,
         late: u8::from(workflow.is_late()),
         segment: workflow.segment,
-        prev_hash: String::new(),
-        row_hash: String::new(),
-    }
-}
-
-fn cause_link(workflow: &crate::workflow::Workflow, cause: &crate::link::Cause) -> Link {
-    Link {
-        trace_id: workflow.trace_id.to_hex(),
-        span_id: cause.span_id.to_hex(),
-        trace_state: Str::new(),
-        attributes: crate::span::Attributes(vec![
-            (
-                Str::from_static("agent_ledger.link.type"),
-                crate::span::Value::Str(Str::from_static("caused_by")),
-            ),
-            (
-                Str::from_static("agent_ledger.link.basis"),
-                crate::span::Value::Str(Str::from_static(cause.basis.name())),
-            ),
-        ]),
+        prev_hash: Cow::Borrowed(""),
+        row_hash: Cow::Borrowed(""),
     }
 }
 

@@ -25,7 +25,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::clickhouse::rows::{CredentialRow, RejectedRow, SpanRow, WorkflowRow};
+use crate::clickhouse::columns::{ColumnWriter, SpanColumns};
+use crate::clickhouse::rows::{CredentialRow, RejectedRow, WorkflowRow};
 use crate::span::lower_hex;
 
 /// Tag of the `agent_spans` row encoding.
@@ -127,13 +128,13 @@ impl Encoder {
 
 /// Encodes an `agent_spans` row: every column except `PrevHash` and
 /// `RowHash`, in table order.
-pub fn encode_span_row(row: &SpanRow) -> Vec<u8> {
+pub fn encode_span_row(row: &SpanColumns<'_>) -> Vec<u8> {
     encode_span_row_into(row, Vec::with_capacity(1024))
 }
 
 /// Encodes `row` like [`encode_span_row`] into `buffer`, which is cleared
 /// first. Reusing one buffer for many rows saves an allocation per row.
-pub fn encode_span_row_into(row: &SpanRow, mut buffer: Vec<u8>) -> Vec<u8> {
+pub fn encode_span_row_into(row: &SpanColumns<'_>, mut buffer: Vec<u8>) -> Vec<u8> {
     buffer.clear();
     let mut encoder = Encoder { bytes: buffer };
     encoder.str(SPAN_ROW_TAG);
@@ -142,58 +143,72 @@ pub fn encode_span_row_into(row: &SpanRow, mut buffer: Vec<u8>) -> Vec<u8> {
     encoder.finish()
 }
 
-fn encode_span_otel_columns(encoder: &mut Encoder, row: &SpanRow) {
-    encoder.i64(row.timestamp);
-    encoder.str(&row.trace_id);
-    encoder.str(&row.span_id);
-    encoder.str(&row.parent_span_id);
-    encoder.str(&row.trace_state);
-    encoder.str(&row.span_name);
-    encoder.str(&row.span_kind);
-    encoder.str(&row.service_name);
-    encoder.pairs(&row.resource_attributes);
-    encoder.str(&row.scope_name);
-    encoder.str(&row.scope_version);
-    encoder.pairs(&row.span_attributes);
-    encoder.u64(row.duration);
-    encoder.str(&row.status_code);
-    encoder.str(&row.status_message);
-    encoder.i64s(&row.events_timestamp);
-    encoder.strs(&row.events_name);
-    encoder.pair_lists(&row.events_attributes);
-    encoder.strs(&row.links_trace_id);
-    encoder.strs(&row.links_span_id);
-    encoder.strs(&row.links_trace_state);
-    encoder.pair_lists(&row.links_attributes);
+impl ColumnWriter for Encoder {
+    fn count(&mut self, count: usize) {
+        self.length(count);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.str(text);
+    }
+
+    fn int(&mut self, value: i64) {
+        self.i64(value);
+    }
 }
 
-fn encode_span_audit_columns(encoder: &mut Encoder, row: &SpanRow) {
-    encoder.str(&row.workflow_root_span_id);
+fn encode_span_otel_columns(encoder: &mut Encoder, row: &SpanColumns<'_>) {
+    encoder.i64(row.timestamp);
+    encoder.str(row.trace_id);
+    encoder.str(&row.span_id);
+    encoder.str(&row.parent_span_id);
+    encoder.str(row.trace_state);
+    encoder.str(row.span_name);
+    encoder.str(row.span_kind);
+    encoder.str(row.service_name);
+    ColumnWriter::pairs(encoder, &row.resource_attributes);
+    encoder.str(row.scope_name);
+    encoder.str(row.scope_version);
+    ColumnWriter::pairs(encoder, &row.span_attributes);
+    encoder.u64(row.duration);
+    encoder.str(row.status_code);
+    encoder.str(row.status_message);
+    row.events.write_timestamps(encoder);
+    row.events.write_names(encoder);
+    row.events.write_attributes(encoder);
+    row.links.write_trace_ids(encoder);
+    row.links.write_span_ids(encoder);
+    row.links.write_trace_states(encoder);
+    row.links.write_attributes(encoder);
+}
+
+fn encode_span_audit_columns(encoder: &mut Encoder, row: &SpanColumns<'_>) {
+    encoder.str(row.workflow_root_span_id);
     encoder.u32(row.step_index);
-    encoder.str(&row.step_kind);
-    encoder.str(&row.agent_name);
-    encoder.str(&row.agent_id);
-    encoder.str(&row.agent_version);
-    encoder.str(&row.model_name);
-    encoder.str(&row.model_version);
-    encoder.str(&row.provider);
-    encoder.str(&row.origin_type);
-    encoder.str(&row.origin_source);
-    encoder.str(&row.task_spec);
-    encoder.str(&row.authorized_by);
-    encoder.str(&row.credential_id);
-    encoder.str(&row.credential_issuer);
-    encoder.strs(&row.credential_scopes);
+    encoder.str(row.step_kind);
+    encoder.str(row.agent_name);
+    encoder.str(row.agent_id);
+    encoder.str(row.agent_version);
+    encoder.str(row.model_name);
+    encoder.str(row.model_version);
+    encoder.str(row.provider);
+    encoder.str(row.origin_type);
+    encoder.str(row.origin_source);
+    encoder.str(row.task_spec);
+    encoder.str(row.authorized_by);
+    encoder.str(row.credential_id);
+    encoder.str(row.credential_issuer);
+    encoder.strs(row.credential_scopes);
     encoder.opt_i64(row.credential_issued_at);
     encoder.opt_i64(row.credential_expires_at);
-    encoder.str(&row.workflow_credential_id);
-    encoder.str(&row.tool_name);
-    encoder.str(&row.tool_call_id);
+    encoder.str(row.workflow_credential_id);
+    encoder.str(row.tool_name);
+    encoder.str(row.tool_call_id);
     encoder.strs(&row.violations);
     encoder.u32(row.redacted_count);
     encoder.strs(&row.redacted_kinds);
     encoder.u8(row.write_action);
-    encoder.str(&row.sender);
+    encoder.str(row.sender);
     encoder.i64(row.received_at);
     encoder.u8(row.late);
     encoder.u32(row.segment);

@@ -22,7 +22,10 @@ pub mod keys;
 pub mod ledger;
 pub mod verify;
 
+use std::borrow::Cow;
+
 use crate::assembler::{Sealed, Storage};
+use crate::clickhouse::columns::SpanColumns;
 use crate::clickhouse::rows;
 
 /// The state of a workflow's hash chain after a segment.
@@ -56,29 +59,48 @@ pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
         header_hash: header_hash.clone(),
         ..Chain::default()
     });
-    let mut span_rows = rows::span_rows(sealed);
-    let head = chain_rows(&mut span_rows, &start.head);
+    let segment = rows::SegmentColumns::of(sealed);
+    let mut span_rows = segment.rows(sealed);
+    let head = chain(&mut span_rows, &start.head);
     let violations: usize = span_rows.iter().map(|row| row.violations.len()).sum();
+    let row_count = start.row_count + span_rows.len() as u32;
+    let encoded = crate::clickhouse::encode::encode_span_rows(&span_rows);
+    drop(span_rows);
     sealed.chain = Some(Chain {
         header_hash,
         head,
-        row_count: start.row_count + span_rows.len() as u32,
+        row_count,
         violation_count: start.violation_count + violations as u32,
     });
-    sealed.span_rows = crate::clickhouse::encode::encode_span_rows(&span_rows);
+    sealed.span_rows = encoded;
 }
 
 /// Sets `PrevHash` and `RowHash` of `rows` in order, starting from
 /// `prev_hash`; returns the last row's hash (`prev_hash` when there are no
 /// rows).
 pub fn chain_rows(rows: &mut [rows::SpanRow], prev_hash: &str) -> String {
+    let mut columns: Vec<_> = rows.iter().map(rows::SpanRow::columns).collect();
+    let head = chain(&mut columns, prev_hash);
+    let hashes: Vec<(String, String)> = columns
+        .into_iter()
+        .map(|row| (row.prev_hash.into_owned(), row.row_hash.into_owned()))
+        .collect();
+    for (row, (prev, hash)) in rows.iter_mut().zip(hashes) {
+        row.prev_hash = prev;
+        row.row_hash = hash;
+    }
+    head
+}
+
+/// Sets `PrevHash` and `RowHash` of the rows' columns like [`chain_rows`].
+fn chain(rows: &mut [SpanColumns<'_>], prev_hash: &str) -> String {
     let mut prev = prev_hash.to_owned();
     let mut buffer = Vec::with_capacity(4096);
     for row in rows {
         buffer = encoding::encode_span_row_into(row, buffer);
         let hash = encoding::row_hash(&prev, &buffer);
-        row.prev_hash = std::mem::replace(&mut prev, hash.clone());
-        row.row_hash = hash;
+        row.prev_hash = Cow::Owned(std::mem::replace(&mut prev, hash.clone()));
+        row.row_hash = Cow::Owned(hash);
     }
     prev
 }

@@ -38,7 +38,7 @@ pub(crate) struct RowInfo {
 
 impl RowInfo {
     pub fn of(row: &SpanRow) -> Self {
-        let computed = row_hash(&row.prev_hash, &encode_span_row(row));
+        let computed = row_hash(&row.prev_hash, &encode_span_row(&row.columns()));
         RowInfo {
             span_id: row.span_id.clone(),
             step_index: row.step_index,
