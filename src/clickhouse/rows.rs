@@ -10,6 +10,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::columns::{Events, LinkColumns, Links, Pairs, SpanColumns};
 use super::encode::EncodedSpan;
@@ -345,9 +346,11 @@ impl SegmentColumns {
             .iter()
             .skip(sealed.checks.len())
             .map(|step| StepCheck {
-                credential: Credential::of(&step.span)
-                    .filter(|_| step.kind != StepKind::Root)
-                    .unwrap_or_else(|| summary.credential.clone()),
+                credential: Arc::new(
+                    Credential::of(&step.span)
+                        .filter(|_| step.kind != StepKind::Root)
+                        .unwrap_or_else(|| summary.credential.clone()),
+                ),
                 ..StepCheck::default()
             })
             .collect();

@@ -173,8 +173,9 @@ impl<'de> Deserialize<'de> for ToolRules {
 /// The outcome of the credential checks for one step.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepCheck {
-    /// The step's effective credential.
-    pub credential: Credential,
+    /// The step's effective credential, shared by the steps that act under
+    /// the same one.
+    pub credential: Arc<Credential>,
     pub violations: Vec<Violation>,
     pub write_action: bool,
 }
@@ -188,7 +189,7 @@ pub fn check_steps(
     issued: &[Credential],
     tools: &ToolRules,
 ) -> Vec<StepCheck> {
-    let root = with_issuance(root.clone(), issued);
+    let root = Arc::new(with_issuance(root.clone(), issued));
     workflow
         .steps
         .iter()
@@ -198,7 +199,7 @@ pub fn check_steps(
 
 fn check_step(
     step: &Step,
-    root: &Credential,
+    root: &Arc<Credential>,
     issued: &[Credential],
     tools: &ToolRules,
 ) -> StepCheck {
@@ -239,21 +240,21 @@ fn check_step(
 /// issuance record names the credential it minted, not the one it used.
 fn effective_credential(
     step: &Step,
-    root: &Credential,
+    root: &Arc<Credential>,
     issued: &[Credential],
-) -> (Credential, bool) {
+) -> (Arc<Credential>, bool) {
     let acts_as_root =
         matches!(step.kind, StepKind::Root | StepKind::Context) || issuance(&step.span).is_some();
     let own = Credential::of(&step.span).filter(|_| !acts_as_root);
     let Some(own) = own else {
-        return (root.clone(), true);
+        return (Arc::clone(root), true);
     };
     if own.id == root.id {
-        return (fill_from(own, root), true);
+        return (Arc::new(fill_from(own, root)), true);
     }
     match issued.iter().find(|record| record.id == own.id) {
-        Some(record) => (fill_from(own, record), true),
-        None => (own, false),
+        Some(record) => (Arc::new(fill_from(own, record)), true),
+        None => (Arc::new(own), false),
     }
 }
 
