@@ -5,12 +5,12 @@
 //! rows name the ledger entry that covers the row's batch; the sink fills
 //! them when it writes the batch.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use base64::Engine;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
-
-use std::borrow::Cow;
-use std::sync::Arc;
 
 use super::columns::{Events, LinkColumns, Links, Pairs, SpanColumns};
 use super::encode::EncodedSpan;
