@@ -64,6 +64,10 @@ struct Args {
     /// Tokio worker threads of the generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Send at most this many spans per second, such as `12000`; by
+    /// default each request goes out as soon as a connection is free.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 impl Args {
@@ -86,6 +90,7 @@ impl Args {
             },
             gzip: self.gzip,
             max_retry_time: self.max_retry_time,
+            rate: self.rate,
         }
     }
 }

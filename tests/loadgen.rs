@@ -110,3 +110,52 @@ async fn invalid_options_are_rejected_before_sending() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn rate_must_be_positive() {
+    for rate in [0.0, -5.0, f64::NAN] {
+        let options = Options {
+            rate: Some(rate),
+            ..Options::default()
+        };
+        let error = loadgen::run(options)
+            .await
+            .expect_err("the rate is not positive");
+        assert!(
+            error
+                .to_string()
+                .contains("is not a positive number of spans per second"),
+            "{error}"
+        );
+    }
+}
+
+/// Four requests of 80 spans at 160 spans per second: the last one is due
+/// 1.5 s after the start, so the run cannot end sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_run_waits_until_requests_are_due() {
+    let mut harness = Harness::start(test_config("loadgen_paced")).await;
+    let options = Options {
+        endpoint: harness.grpc_url(),
+        connections: 2,
+        workflows_per_request: 10,
+        invalid_fraction: 0.0,
+        limit: Limit::Spans(320),
+        max_retry_time: Duration::from_secs(30),
+        rate: Some(160.0),
+        ..Options::default()
+    };
+    let report = loadgen::run(options).await.expect("the load run completes");
+    assert_eq!(
+        report.spans_acked, 320,
+        "last error: {:?}",
+        report.last_error
+    );
+    assert_eq!(report.requests, 4);
+    assert!(
+        report.elapsed >= Duration::from_millis(1500),
+        "the last request went out before it was due: {:?}",
+        report.elapsed
+    );
+    harness.stop().await;
+}

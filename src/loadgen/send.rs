@@ -57,6 +57,12 @@ pub struct Options {
     pub gzip: bool,
     /// A request still failing this long after its first attempt is given up.
     pub max_retry_time: Duration,
+    /// Maximum spans per second. Request `n` (counting from 0) is sent no
+    /// earlier than `n × spans per request ÷ rate` seconds after the start.
+    /// When the receiver is slower, requests go out late and the
+    /// acknowledged rate stays below this one. `None` sends each request as
+    /// soon as a connection is free.
+    pub rate: Option<f64>,
 }
 
 impl Default for Options {
@@ -70,6 +76,7 @@ impl Default for Options {
             limit: Limit::Spans(2_000_000),
             gzip: false,
             max_retry_time: Duration::from_secs(300),
+            rate: None,
         }
     }
 }
@@ -88,6 +95,13 @@ impl Options {
             return invalid(format!(
                 "invalid fraction {} is outside 0 to 1",
                 self.invalid_fraction
+            ));
+        }
+        if let Some(rate) = self.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return invalid(format!(
+                "rate {rate} is not a positive number of spans per second"
             ));
         }
         self.shape.validate().map_err(RunError::InvalidOptions)
@@ -207,6 +221,7 @@ struct Plan {
     deadline: Option<Instant>,
     next_request: AtomicU64,
     options: Options,
+    started: Instant,
 }
 
 impl Plan {
@@ -220,6 +235,13 @@ impl Plan {
         }
         let index = self.next_request.fetch_add(1, Ordering::Relaxed);
         (index < self.requests).then_some(index)
+    }
+
+    /// Returns when request `index` is due under [`Options::rate`].
+    fn due(&self, index: u64) -> Option<Instant> {
+        let rate = self.options.rate?;
+        let spans = index as f64 * self.templates.spans_per_request() as f64;
+        Some(self.started + Duration::from_secs_f64(spans / rate))
     }
 }
 
@@ -248,6 +270,7 @@ pub async fn run(options: Options) -> Result<Report, RunError> {
         next_request: AtomicU64::new(0),
         templates,
         options,
+        started,
     });
     let tasks: Vec<_> = channels
         .into_iter()
@@ -297,6 +320,9 @@ async fn connection_loop(channel: Channel, plan: Arc<Plan>) -> Report {
     let mut report = Report::new();
     let mut buffer = Vec::new();
     while let Some(index) = plan.claim() {
+        if let Some(due) = plan.due(index) {
+            tokio::time::sleep_until(due.into()).await;
+        }
         let info = plan.templates.render(plan.salt, index, &mut buffer);
         let body = Bytes::copy_from_slice(&buffer);
         let started = Instant::now();
