@@ -64,8 +64,8 @@ struct Args {
     /// Tokio worker threads of the generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Send at most this many spans per second, such as `12000`; by
-    /// default each request goes out as soon as a connection is free.
+    /// Send at most this many spans per second, such as `12000`. Without
+    /// it, each request goes out as soon as a connection is free.
     #[arg(long)]
     rate: Option<f64>,
 }

@@ -20,7 +20,7 @@ use crate::span::{Attributes, Event, Link, Str, Value};
 pub enum Pairs<'a> {
     /// Key and value texts of a stored row.
     Text(&'a [(Str, Str)]),
-    /// Attributes of a span; values that are not strings are written as
+    /// Attributes of a span. Values that are not strings are written as
     /// [`Value::to_text`] gives them.
     Values(&'a Attributes),
     /// The attributes of a link the linker added: `agent_ledger.link.type`
@@ -129,9 +129,9 @@ pub enum Links<'a> {
     },
 }
 
-/// Writes values in one of the two encodings of a span row. The helpers
-/// below write the columns that both encodings share the layout of: a
-/// count, then the elements.
+/// A writer of one of the two encodings of a span row. Its provided methods
+/// write the list and map columns, which both encodings lay out as a count
+/// followed by the elements.
 pub trait ColumnWriter {
     /// Writes a count or a length.
     fn count(&mut self, count: usize);
