@@ -205,7 +205,11 @@ impl ColumnWriter for RowWriter<'_> {
     /// Writes a length or count. ClickHouse's `VarUInt` is the same
     /// unsigned LEB128 as a protobuf varint.
     fn count(&mut self, count: usize) {
-        prost::encoding::encode_varint(count as u64, self.0);
+        // Most lengths and counts fit in one byte.
+        match u8::try_from(count) {
+            Ok(byte) if byte < 0x80 => self.0.push(byte),
+            _ => prost::encoding::encode_varint(count as u64, self.0),
+        }
     }
 
     fn text(&mut self, text: &str) {
@@ -348,7 +352,7 @@ impl EncodedSpan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clickhouse::Row;
 
     use super::*;
@@ -363,7 +367,7 @@ mod tests {
 
     /// Builds a row whose leading columns all differ, with a multi-byte
     /// length.
-    fn row() -> SpanRow {
+    pub(crate) fn row() -> SpanRow {
         SpanRow {
             timestamp: 1_700_000_000_000_000_001,
             trace_id: "0000000000000000000000000000002a".into(),
@@ -418,6 +422,29 @@ mod tests {
             segment: 2,
             prev_hash: "00".into(),
             row_hash: "ff".into(),
+        }
+    }
+
+    #[test]
+    fn counts_are_leb128() {
+        for count in [
+            0,
+            1,
+            127,
+            128,
+            200,
+            255,
+            256,
+            300,
+            16_383,
+            16_384,
+            usize::MAX,
+        ] {
+            let mut ours = Vec::new();
+            RowWriter(&mut ours).count(count);
+            let mut expected = Vec::new();
+            prost::encoding::encode_varint(count as u64, &mut expected);
+            assert_eq!(ours, expected, "count {count}");
         }
     }
 
