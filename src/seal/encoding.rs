@@ -402,14 +402,37 @@ pub fn encode_credential_row(row: &CredentialRow) -> Vec<u8> {
 /// is not 64 hex digits is hashed as its UTF-8 bytes, so a damaged value
 /// still yields a (non-matching) hash instead of an error.
 pub fn row_hash(prev_hash: &str, encoding: &[u8]) -> String {
+    lower_hex(&row_digest(&PrevHash::of(prev_hash), encoding))
+}
+
+/// A previous hash as it enters [`row_hash`].
+pub enum PrevHash<'a> {
+    /// The 32 bytes of a hash.
+    Digest([u8; 32]),
+    /// Text that is not 64 hex digits, hashed as it is.
+    Text(&'a str),
+}
+
+impl<'a> PrevHash<'a> {
+    /// Reads `text`, a hash in hex.
+    pub fn of(text: &'a str) -> Self {
+        let mut digest = [0u8; 32];
+        match hex::decode_to_slice(text, &mut digest) {
+            Ok(()) => PrevHash::Digest(digest),
+            Err(_) => PrevHash::Text(text),
+        }
+    }
+}
+
+/// The bytes of [`row_hash`], from a previous hash already read.
+pub fn row_digest(prev: &PrevHash<'_>, encoding: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    let mut prev = [0u8; 32];
-    match hex::decode_to_slice(prev_hash, &mut prev) {
-        Ok(()) => hasher.update(prev),
-        Err(_) => hasher.update(prev_hash.as_bytes()),
+    match prev {
+        PrevHash::Digest(digest) => hasher.update(digest),
+        PrevHash::Text(text) => hasher.update(text.as_bytes()),
     }
     hasher.update(encoding);
-    lower_hex(&hasher.finalize())
+    hasher.finalize().into()
 }
 
 #[cfg(test)]

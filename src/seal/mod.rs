@@ -27,6 +27,7 @@ use std::borrow::Cow;
 use crate::assembler::{Sealed, Storage};
 use crate::clickhouse::columns::SpanColumns;
 use crate::clickhouse::rows;
+use crate::span::lower_hex;
 
 /// The state of a workflow's hash chain after a segment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,13 +95,51 @@ pub fn chain_rows(rows: &mut [rows::SpanRow], prev_hash: &str) -> String {
 
 /// Sets `PrevHash` and `RowHash` of the rows' columns like [`chain_rows`].
 fn chain(rows: &mut [SpanColumns<'_>], prev_hash: &str) -> String {
-    let mut prev = prev_hash.to_owned();
+    // Each row's hash is carried to the next as bytes, so only the first
+    // previous hash is read from hex.
+    let mut prev = encoding::PrevHash::of(prev_hash);
+    let mut prev_hex = prev_hash.to_owned();
     let mut buffer = Vec::with_capacity(4096);
     for row in rows {
         buffer = encoding::encode_span_row_into(row, buffer);
-        let hash = encoding::row_hash(&prev, &buffer);
-        row.prev_hash = Cow::Owned(std::mem::replace(&mut prev, hash.clone()));
+        let digest = encoding::row_digest(&prev, &buffer);
+        let hash = lower_hex(&digest);
+        row.prev_hash = Cow::Owned(std::mem::replace(&mut prev_hex, hash.clone()));
         row.row_hash = Cow::Owned(hash);
+        prev = encoding::PrevHash::Digest(digest);
     }
-    prev
+    prev_hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clickhouse::encode::tests::row;
+
+    /// Each chained row must hash to what the verifier computes from the
+    /// row's stored `PrevHash` text, and name the previous row's hash.
+    fn assert_chained(rows: &[rows::SpanRow], first_prev: &str, head: &str) {
+        let mut prev = first_prev.to_owned();
+        for row in rows {
+            assert_eq!(row.prev_hash, prev);
+            let encoding = encoding::encode_span_row(&row.columns());
+            assert_eq!(row.row_hash, encoding::row_hash(&row.prev_hash, &encoding));
+            prev = row.row_hash.clone();
+        }
+        assert_eq!(head, prev);
+    }
+
+    #[test]
+    fn chain_matches_row_hash_of_stored_text() {
+        let mut rows: Vec<rows::SpanRow> = (0..3)
+            .map(|index| rows::SpanRow {
+                step_index: index,
+                ..row()
+            })
+            .collect();
+        for first_prev in ["ab".repeat(32), "not a hash".to_owned()] {
+            let head = chain_rows(&mut rows, &first_prev);
+            assert_chained(&rows, &first_prev, &head);
+        }
+    }
 }
