@@ -425,6 +425,49 @@ pub(crate) mod tests {
         }
     }
 
+    /// [`row`] with a value in every list and optional column.
+    pub(crate) fn full_row() -> SpanRow {
+        SpanRow {
+            events_timestamp: vec![5, 6],
+            events_name: vec!["tick".into(), "tock".into()],
+            events_attributes: vec![pairs(&[("a", "b")]), Vec::new()],
+            links_trace_id: vec!["0000000000000000000000000000002b".into()],
+            links_span_id: vec!["0000000000000009".into()],
+            links_trace_state: vec!["v=2".into()],
+            links_attributes: vec![pairs(&[("agent_ledger.link.type", "caused_by")])],
+            credential_expires_at: Some(-3),
+            tool_name: "lookup".into(),
+            tool_call_id: "call_1".into(),
+            violations: vec!["scope_violation".into(), "credential_expired".into()],
+            redacted_count: 1,
+            redacted_kinds: vec!["email".into()],
+            write_action: 1,
+            ..row()
+        }
+    }
+
+    /// Both encodings of [`full_row`] are pinned by their SHA-256: stored
+    /// rows must keep hashing the same, and ClickHouse must keep reading
+    /// the RowBinary columns in the same order.
+    #[test]
+    fn span_row_encodings_are_stable() {
+        use sha2::{Digest, Sha256};
+        let row = full_row();
+        let canonical = crate::seal::encoding::encode_span_row(&row.columns());
+        let mut rowbinary = Vec::new();
+        encode_span_row(&row.columns(), &mut rowbinary);
+        assert_eq!(
+            hex::encode(Sha256::digest(&canonical)),
+            "791cccb828959de5d78209f8b84dd7f60c7d74870eee4b1dc9b519ebc7538cfd",
+            "canonical encoding changed"
+        );
+        assert_eq!(
+            hex::encode(Sha256::digest(&rowbinary)),
+            "9f15b09d67078414285718710f0178a75bf4ca292fb330bf0352884ef1016d09",
+            "RowBinary encoding changed"
+        );
+    }
+
     #[test]
     fn counts_are_leb128() {
         for count in [
