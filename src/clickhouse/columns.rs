@@ -6,6 +6,10 @@
 //! written from this view. So a row hashes the same whichever way it was
 //! built, and sealing does not copy each span's texts into a row first.
 //!
+//! [`write_span_row`] lays out the columns for both encodings, so the
+//! order of the canonical encoding lives in one place with the RowBinary
+//! order beside it.
+//!
 //! Lists keep the shape of their source: a stored row's `Events.*` and
 //! `Links.*` columns are separate arrays that a changed row may give
 //! different lengths, and the verifier must encode them as stored.
@@ -139,6 +143,14 @@ pub trait ColumnWriter {
     fn text(&mut self, text: &str);
     /// Writes a signed 64-bit integer.
     fn int(&mut self, value: i64);
+    /// Writes an unsigned 8-bit integer.
+    fn u8(&mut self, value: u8);
+    /// Writes an unsigned 32-bit integer.
+    fn u32(&mut self, value: u32);
+    /// Writes an unsigned 64-bit integer.
+    fn u64(&mut self, value: u64);
+    /// Writes a signed 64-bit integer that may be null.
+    fn nullable_int(&mut self, value: Option<i64>);
 
     /// Writes a list of texts.
     fn texts<'t>(&mut self, texts: impl ExactSizeIterator<Item = &'t str>) {
@@ -160,6 +172,141 @@ pub trait ColumnWriter {
         self.count(lists.len());
         lists.for_each(|pairs| self.pairs(&pairs));
     }
+}
+
+/// A writer that writes nothing, for the encoding a caller of
+/// [`write_span_row`] does not want.
+pub struct Skip;
+
+impl ColumnWriter for Skip {
+    fn count(&mut self, _: usize) {}
+    fn text(&mut self, _: &str) {}
+    fn int(&mut self, _: i64) {}
+    fn u8(&mut self, _: u8) {}
+    fn u32(&mut self, _: u32) {}
+    fn u64(&mut self, _: u64) {}
+    fn nullable_int(&mut self, _: Option<i64>) {}
+}
+
+/// Writes each column to two writers.
+struct Both<'w, C, R>(&'w mut C, &'w mut R);
+
+impl<C: ColumnWriter, R: ColumnWriter> ColumnWriter for Both<'_, C, R> {
+    fn count(&mut self, count: usize) {
+        self.0.count(count);
+        self.1.count(count);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.0.text(text);
+        self.1.text(text);
+    }
+
+    fn int(&mut self, value: i64) {
+        self.0.int(value);
+        self.1.int(value);
+    }
+
+    fn u8(&mut self, value: u8) {
+        self.0.u8(value);
+        self.1.u8(value);
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.0.u32(value);
+        self.1.u32(value);
+    }
+
+    fn u64(&mut self, value: u64) {
+        self.0.u64(value);
+        self.1.u64(value);
+    }
+
+    fn nullable_int(&mut self, value: Option<i64>) {
+        self.0.nullable_int(value);
+        self.1.nullable_int(value);
+    }
+}
+
+/// Writes the columns of a span row except `PrevHash` and `RowHash`, to
+/// `canonical` in table order (after the tag the caller wrote) and to
+/// `rowbinary` in the order of the sink's insert statement. The orders
+/// differ only in where the ids, `Segment`, `Timestamp`, `Sender`,
+/// `ReceivedAt` and `Late` go, so the maps and lists are walked once for
+/// both. Either writer may be [`Skip`].
+pub fn write_span_row(
+    row: &SpanColumns<'_>,
+    canonical: &mut impl ColumnWriter,
+    rowbinary: &mut impl ColumnWriter,
+) {
+    canonical.int(row.timestamp);
+    {
+        let mut both = Both(&mut *canonical, &mut *rowbinary);
+        both.text(row.trace_id);
+        both.text(&row.span_id);
+    }
+    rowbinary.u32(row.segment);
+    rowbinary.int(row.timestamp);
+    {
+        let mut both = Both(&mut *canonical, &mut *rowbinary);
+        both.text(&row.parent_span_id);
+        both.text(row.trace_state);
+        both.text(row.span_name);
+        both.text(row.span_kind);
+        both.text(row.service_name);
+        both.pairs(&row.resource_attributes);
+        both.text(row.scope_name);
+        both.text(row.scope_version);
+        both.pairs(&row.span_attributes);
+        both.u64(row.duration);
+        both.text(row.status_code);
+        both.text(row.status_message);
+    }
+    rowbinary.text(row.sender);
+    rowbinary.int(row.received_at);
+    {
+        let mut both = Both(&mut *canonical, &mut *rowbinary);
+        row.events.write_timestamps(&mut both);
+        row.events.write_names(&mut both);
+        row.events.write_attributes(&mut both);
+        row.links.write_trace_ids(&mut both);
+        row.links.write_span_ids(&mut both);
+        row.links.write_trace_states(&mut both);
+        row.links.write_attributes(&mut both);
+
+        both.text(row.workflow_root_span_id);
+        both.u32(row.step_index);
+        both.text(row.step_kind);
+        both.text(row.agent_name);
+        both.text(row.agent_id);
+        both.text(row.agent_version);
+        both.text(row.model_name);
+        both.text(row.model_version);
+        both.text(row.provider);
+        both.text(row.origin_type);
+        both.text(row.origin_source);
+        both.text(row.task_spec);
+        both.text(row.authorized_by);
+
+        both.text(row.credential_id);
+        both.text(row.credential_issuer);
+        both.texts(row.credential_scopes.iter().map(String::as_str));
+        both.nullable_int(row.credential_issued_at);
+        both.nullable_int(row.credential_expires_at);
+        both.text(row.workflow_credential_id);
+
+        both.text(row.tool_name);
+        both.text(row.tool_call_id);
+        both.texts(row.violations.iter().copied());
+        both.u32(row.redacted_count);
+        both.texts(row.redacted_kinds.iter().map(String::as_str));
+        both.u8(row.write_action);
+    }
+    canonical.text(row.sender);
+    canonical.int(row.received_at);
+    canonical.u8(row.late);
+    canonical.u32(row.segment);
+    rowbinary.u8(row.late);
 }
 
 impl Events<'_> {

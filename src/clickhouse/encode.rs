@@ -16,9 +16,10 @@
 
 use bytes::Bytes;
 
-use super::columns::{ColumnWriter, SpanColumns};
+use super::columns::{ColumnWriter, Skip, SpanColumns, write_span_row};
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
+use crate::seal::encoding::{Encoder, PrevHash, SPAN_ROW_TAG, row_digest};
 
 /// The columns of an encoded span row, in the order [`encode_span_row`]
 /// writes them: identity first, then the columns of a quarantine row.
@@ -99,14 +100,20 @@ pub struct EncodedSpan(pub Bytes);
 /// The rows are written to a reused buffer of the thread first, and the
 /// result is allocated at their exact size.
 pub fn encode_span_rows(rows: &[SpanColumns<'_>]) -> Vec<EncodedSpan> {
+    encode_rows_with(rows.len(), |index, out| encode_span_row(&rows[index], out))
+}
+
+/// Writes `count` rows with `write`, each row `index` into the buffer
+/// given, as [`encode_span_rows`] describes.
+fn encode_rows_with(count: usize, mut write: impl FnMut(usize, &mut Vec<u8>)) -> Vec<EncodedSpan> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let mut ends = Vec::with_capacity(rows.len());
+    let mut ends = Vec::with_capacity(count);
     let buffer = SCRATCH.with_borrow_mut(|scratch| {
         scratch.clear();
-        for row in rows {
-            encode_span_row(row, scratch);
+        for index in 0..count {
+            write(index, scratch);
             ends.push(scratch.len());
         }
         let buffer = Bytes::copy_from_slice(scratch);
@@ -138,65 +145,58 @@ const MAX_SCRATCH: usize = 1024 * 1024;
 /// Writes `row` in [`SPAN_COLUMNS`] order.
 pub fn encode_span_row(row: &SpanColumns<'_>, out: &mut Vec<u8>) {
     let mut w = RowWriter(out);
-    w.text(row.trace_id);
-    w.text(&row.span_id);
-    w.u32(row.segment);
-
-    w.i64(row.timestamp);
-    w.text(&row.parent_span_id);
-    w.text(row.trace_state);
-    w.text(row.span_name);
-    w.text(row.span_kind);
-    w.text(row.service_name);
-    w.pairs(&row.resource_attributes);
-    w.text(row.scope_name);
-    w.text(row.scope_version);
-    w.pairs(&row.span_attributes);
-    w.u64(row.duration);
-    w.text(row.status_code);
-    w.text(row.status_message);
-    w.text(row.sender);
-    w.i64(row.received_at);
-
-    row.events.write_timestamps(&mut w);
-    row.events.write_names(&mut w);
-    row.events.write_attributes(&mut w);
-    row.links.write_trace_ids(&mut w);
-    row.links.write_span_ids(&mut w);
-    row.links.write_trace_states(&mut w);
-    row.links.write_attributes(&mut w);
-
-    w.text(row.workflow_root_span_id);
-    w.u32(row.step_index);
-    w.text(row.step_kind);
-    w.text(row.agent_name);
-    w.text(row.agent_id);
-    w.text(row.agent_version);
-    w.text(row.model_name);
-    w.text(row.model_version);
-    w.text(row.provider);
-    w.text(row.origin_type);
-    w.text(row.origin_source);
-    w.text(row.task_spec);
-    w.text(row.authorized_by);
-
-    w.text(row.credential_id);
-    w.text(row.credential_issuer);
-    w.texts(row.credential_scopes.iter().map(String::as_str));
-    w.nullable_i64(row.credential_issued_at);
-    w.nullable_i64(row.credential_expires_at);
-    w.text(row.workflow_credential_id);
-
-    w.text(row.tool_name);
-    w.text(row.tool_call_id);
-    w.texts(row.violations.iter().copied());
-    w.u32(row.redacted_count);
-    w.texts(row.redacted_kinds.iter().map(String::as_str));
-    w.u8(row.write_action);
-    w.u8(row.late);
-
+    write_span_row(row, &mut Skip, &mut w);
     w.text(&row.prev_hash);
     w.text(&row.row_hash);
+}
+
+/// Chains the rows of one workflow segment onto `prev_hash` and encodes
+/// them like [`encode_span_rows`], with one walk over each row for both
+/// its canonical encoding and its RowBinary. The rows' own `PrevHash` and
+/// `RowHash` are not read. Returns the encoded rows and the hash of the
+/// last row (`prev_hash` when there are none), equal to what
+/// [`crate::seal::chain_rows`] followed by [`encode_stored_rows`] give.
+pub fn encode_chained_span_rows(
+    rows: &[SpanColumns<'_>],
+    prev_hash: &str,
+) -> (Vec<EncodedSpan>, String) {
+    thread_local! {
+        static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut canonical = CANONICAL.take();
+    let mut prev = PrevHash::of(prev_hash);
+    let mut prev_hex = [0u8; 64];
+    let mut hex = [0u8; 64];
+    let encoded = encode_rows_with(rows.len(), |index, out| {
+        let row = &rows[index];
+        let mut encoder = Encoder::with_buffer(std::mem::take(&mut canonical), SPAN_ROW_TAG);
+        let mut w = RowWriter(out);
+        write_span_row(row, &mut encoder, &mut w);
+        let digest = row_digest(&prev, encoder.bytes());
+        canonical = encoder.finish();
+        hex::encode_to_slice(digest, &mut hex).expect("64 digits hold 32 bytes");
+        let prev_text = match index {
+            0 => prev_hash,
+            _ => ascii(&prev_hex),
+        };
+        w.text(prev_text);
+        w.text(ascii(&hex));
+        prev = PrevHash::Digest(digest);
+        prev_hex = hex;
+    });
+    if canonical.capacity() <= MAX_SCRATCH {
+        CANONICAL.set(canonical);
+    }
+    let head = match rows.len() {
+        0 => prev_hash.to_owned(),
+        _ => ascii(&hex).to_owned(),
+    };
+    (encoded, head)
+}
+
+/// The hex digits in `digits` as text.
+fn ascii(digits: &[u8; 64]) -> &str {
+    std::str::from_utf8(digits).expect("hex digits are ASCII")
 }
 
 struct RowWriter<'a>(&'a mut Vec<u8>);
@@ -218,11 +218,9 @@ impl ColumnWriter for RowWriter<'_> {
     }
 
     fn int(&mut self, value: i64) {
-        self.i64(value);
+        self.0.extend_from_slice(&value.to_le_bytes());
     }
-}
 
-impl RowWriter<'_> {
     fn u8(&mut self, value: u8) {
         self.0.push(value);
     }
@@ -235,15 +233,12 @@ impl RowWriter<'_> {
         self.0.extend_from_slice(&value.to_le_bytes());
     }
 
-    fn i64(&mut self, value: i64) {
-        self.0.extend_from_slice(&value.to_le_bytes());
-    }
-
-    fn nullable_i64(&mut self, value: Option<i64>) {
+    /// Writes a `Nullable(Int64)`: 1 for null, else 0 and the value.
+    fn nullable_int(&mut self, value: Option<i64>) {
         match value {
             Some(value) => {
                 self.u8(0);
-                self.i64(value);
+                self.int(value);
             }
             None => self.u8(1),
         }

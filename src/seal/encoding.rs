@@ -9,7 +9,8 @@
 //!
 //! - An encoding starts with its tag, a string such as
 //!   `agent-ledger/span-row/v1`; the tag names the row type and the version.
-//! - Columns follow in the fixed order listed in each `encode_*` function.
+//! - Columns follow in the fixed order listed in each `encode_*` function,
+//!   and for span rows in [`write_span_row`].
 //! - A string is its length in bytes as an unsigned 64-bit big-endian integer,
 //!   then its UTF-8 bytes.
 //! - `UInt8`, `UInt32`, `UInt64` and `Int64` (timestamps in Unix nanoseconds)
@@ -25,7 +26,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::clickhouse::columns::{ColumnWriter, SpanColumns};
+use crate::clickhouse::columns::{ColumnWriter, Skip, SpanColumns, write_span_row};
 use crate::clickhouse::rows::{CredentialRow, RejectedRow, WorkflowRow};
 use crate::span::lower_hex;
 
@@ -49,11 +50,22 @@ pub struct Encoder {
 impl Encoder {
     /// An encoder whose output starts with `tag`.
     pub fn new(tag: &str) -> Self {
-        let mut encoder = Encoder {
-            bytes: Vec::with_capacity(1024),
-        };
+        Encoder::with_buffer(Vec::with_capacity(1024), tag)
+    }
+
+    /// An encoder like [`Encoder::new`] that writes into `buffer`, which
+    /// is cleared first. Reusing one buffer for many rows saves an
+    /// allocation per row.
+    pub fn with_buffer(mut buffer: Vec<u8>, tag: &str) -> Self {
+        buffer.clear();
+        let mut encoder = Encoder { bytes: buffer };
         encoder.str(tag);
         encoder
+    }
+
+    /// The bytes encoded so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The encoded bytes.
@@ -134,12 +146,9 @@ pub fn encode_span_row(row: &SpanColumns<'_>) -> Vec<u8> {
 
 /// Encodes `row` like [`encode_span_row`] into `buffer`, which is cleared
 /// first. Reusing one buffer for many rows saves an allocation per row.
-pub fn encode_span_row_into(row: &SpanColumns<'_>, mut buffer: Vec<u8>) -> Vec<u8> {
-    buffer.clear();
-    let mut encoder = Encoder { bytes: buffer };
-    encoder.str(SPAN_ROW_TAG);
-    encode_span_otel_columns(&mut encoder, row);
-    encode_span_audit_columns(&mut encoder, row);
+pub fn encode_span_row_into(row: &SpanColumns<'_>, buffer: Vec<u8>) -> Vec<u8> {
+    let mut encoder = Encoder::with_buffer(buffer, SPAN_ROW_TAG);
+    write_span_row(row, &mut encoder, &mut Skip);
     encoder.finish()
 }
 
@@ -155,63 +164,22 @@ impl ColumnWriter for Encoder {
     fn int(&mut self, value: i64) {
         self.i64(value);
     }
-}
 
-fn encode_span_otel_columns(encoder: &mut Encoder, row: &SpanColumns<'_>) {
-    encoder.i64(row.timestamp);
-    encoder.str(row.trace_id);
-    encoder.str(&row.span_id);
-    encoder.str(&row.parent_span_id);
-    encoder.str(row.trace_state);
-    encoder.str(row.span_name);
-    encoder.str(row.span_kind);
-    encoder.str(row.service_name);
-    ColumnWriter::pairs(encoder, &row.resource_attributes);
-    encoder.str(row.scope_name);
-    encoder.str(row.scope_version);
-    ColumnWriter::pairs(encoder, &row.span_attributes);
-    encoder.u64(row.duration);
-    encoder.str(row.status_code);
-    encoder.str(row.status_message);
-    row.events.write_timestamps(encoder);
-    row.events.write_names(encoder);
-    row.events.write_attributes(encoder);
-    row.links.write_trace_ids(encoder);
-    row.links.write_span_ids(encoder);
-    row.links.write_trace_states(encoder);
-    row.links.write_attributes(encoder);
-}
+    fn u8(&mut self, value: u8) {
+        Encoder::u8(self, value);
+    }
 
-fn encode_span_audit_columns(encoder: &mut Encoder, row: &SpanColumns<'_>) {
-    encoder.str(row.workflow_root_span_id);
-    encoder.u32(row.step_index);
-    encoder.str(row.step_kind);
-    encoder.str(row.agent_name);
-    encoder.str(row.agent_id);
-    encoder.str(row.agent_version);
-    encoder.str(row.model_name);
-    encoder.str(row.model_version);
-    encoder.str(row.provider);
-    encoder.str(row.origin_type);
-    encoder.str(row.origin_source);
-    encoder.str(row.task_spec);
-    encoder.str(row.authorized_by);
-    encoder.str(row.credential_id);
-    encoder.str(row.credential_issuer);
-    encoder.strs(row.credential_scopes);
-    encoder.opt_i64(row.credential_issued_at);
-    encoder.opt_i64(row.credential_expires_at);
-    encoder.str(row.workflow_credential_id);
-    encoder.str(row.tool_name);
-    encoder.str(row.tool_call_id);
-    encoder.strs(&row.violations);
-    encoder.u32(row.redacted_count);
-    encoder.strs(&row.redacted_kinds);
-    encoder.u8(row.write_action);
-    encoder.str(row.sender);
-    encoder.i64(row.received_at);
-    encoder.u8(row.late);
-    encoder.u32(row.segment);
+    fn u32(&mut self, value: u32) {
+        Encoder::u32(self, value);
+    }
+
+    fn u64(&mut self, value: u64) {
+        Encoder::u64(self, value);
+    }
+
+    fn nullable_int(&mut self, value: Option<i64>) {
+        self.opt_i64(value);
+    }
 }
 
 /// The facts a workflow's chain starts from: its ids, origin, agent and

@@ -61,11 +61,11 @@ pub fn seal(sealed: &mut Sealed, prior: Option<&Chain>) {
         ..Chain::default()
     });
     let segment = rows::SegmentColumns::of(sealed);
-    let mut span_rows = segment.rows(sealed);
-    let head = chain(&mut span_rows, &start.head);
+    let span_rows = segment.rows(sealed);
     let violations: usize = span_rows.iter().map(|row| row.violations.len()).sum();
     let row_count = start.row_count + span_rows.len() as u32;
-    let encoded = crate::clickhouse::encode::encode_span_rows(&span_rows);
+    let (encoded, head) =
+        crate::clickhouse::encode::encode_chained_span_rows(&span_rows, &start.head);
     drop(span_rows);
     sealed.chain = Some(Chain {
         header_hash,
@@ -127,6 +127,35 @@ mod tests {
             prev = row.row_hash.clone();
         }
         assert_eq!(head, prev);
+    }
+
+    #[test]
+    fn one_walk_matches_chaining_then_encoding() {
+        use crate::clickhouse::encode::tests::full_row;
+        use crate::clickhouse::encode::{encode_chained_span_rows, encode_stored_rows};
+        let rows: Vec<rows::SpanRow> = (0..3)
+            .map(|index| rows::SpanRow {
+                step_index: index,
+                prev_hash: "stale".into(),
+                row_hash: "stale".into(),
+                ..full_row()
+            })
+            .collect();
+        for first_prev in ["ab".repeat(32), "not a hash".to_owned()] {
+            let columns: Vec<_> = rows.iter().map(rows::SpanRow::columns).collect();
+            let (encoded, head) = encode_chained_span_rows(&columns, &first_prev);
+            let mut chained = rows.clone();
+            let expected_head = chain_rows(&mut chained, &first_prev);
+            let expected = encode_stored_rows(&chained);
+            assert_eq!(head, expected_head);
+            let bytes = |rows: &[crate::clickhouse::encode::EncodedSpan]| -> Vec<Vec<u8>> {
+                rows.iter().map(|row| row.0.to_vec()).collect()
+            };
+            assert_eq!(bytes(&encoded), bytes(&expected));
+        }
+        let (encoded, head) = encode_chained_span_rows(&[], "head");
+        assert!(encoded.is_empty());
+        assert_eq!(head, "head");
     }
 
     #[test]
