@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
+use crate::span::Str;
+
 /// Reason codes of the `agent_rejected_spans.Reason` column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -69,10 +73,10 @@ pub struct RejectedSpan {
     pub span_name: String,
     pub span_kind: String,
     pub service_name: String,
-    pub resource_attributes: Vec<(String, String)>,
+    pub resource_attributes: Vec<(Str, Str)>,
     pub scope_name: String,
     pub scope_version: String,
-    pub span_attributes: Vec<(String, String)>,
+    pub span_attributes: Vec<(Str, Str)>,
     pub duration_nanos: u64,
     pub status_code: String,
     pub status_message: String,
@@ -82,7 +86,7 @@ pub struct RejectedSpan {
     pub received_at_unix_nano: i64,
     /// Protobuf `ResourceSpans` holding only this span, with its resource and
     /// scope, exactly as received.
-    pub raw_span: Vec<u8>,
+    pub raw_span: Bytes,
     /// Where the span is in the spool; released once the row is stored.
     pub location: Option<crate::spool::Location>,
 }
@@ -102,10 +106,10 @@ impl RejectedSpan {
             span_name: span.name.to_string(),
             span_kind: crate::span::span_kind_name(span.kind).to_owned(),
             service_name: span.resource.service_name.to_string(),
-            resource_attributes: span.resource.attributes.to_owned_text_pairs(),
+            resource_attributes: span.resource.attributes.to_text_pairs(),
             scope_name: span.scope.name.to_string(),
             scope_version: span.scope.version.to_string(),
-            span_attributes: span.attributes.to_owned_text_pairs(),
+            span_attributes: span.attributes.to_text_pairs(),
             duration_nanos: span.duration_nanos(),
             status_code: crate::span::status_code_name(span.status_code).to_owned(),
             status_message: span.status_message.to_string(),
@@ -113,7 +117,7 @@ impl RejectedSpan {
             detail,
             sender: span.sender.to_string(),
             received_at_unix_nano: span.received_at_unix_nano,
-            raw_span: span.raw.to_vec(),
+            raw_span: span.raw.clone(),
             location: span.spool,
         }
     }

@@ -1039,7 +1039,7 @@ mod tests {
         assert!(
             rows[0]
                 .span_attributes
-                .contains(&("gen_ai.prompt".to_owned(), "book the hotel".to_owned())),
+                .contains(&("gen_ai.prompt".into(), "book the hotel".into())),
             "the row has the attribute left out on arrival: {:?}",
             rows[0].span_attributes
         );

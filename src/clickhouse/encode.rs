@@ -20,6 +20,7 @@ use super::columns::{ColumnWriter, Skip, SpanColumns, write_span_row};
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
 use crate::seal::encoding::{Encoder, PrevHash, SPAN_ROW_TAG, row_digest};
+use crate::span::Str;
 
 /// The columns of an encoded span row, in the order [`encode_span_row`]
 /// writes them: identity first, then the columns of a quarantine row.
@@ -281,10 +282,10 @@ impl<'a> RowReader<'a> {
             .map_err(|_| Malformed)
     }
 
-    fn pairs(&mut self) -> Result<Vec<(String, String)>, Malformed> {
+    fn pairs(&mut self) -> Result<Vec<(Str, Str)>, Malformed> {
         let count = self.len()?;
         (0..count)
-            .map(|_| Ok((self.text()?, self.text()?)))
+            .map(|_| Ok((Str::from(self.text()?), Str::from(self.text()?))))
             .collect()
     }
 
@@ -510,12 +511,6 @@ pub(crate) mod tests {
         let rejected = encoded
             .rejected(Reason::ClickhouseRejected, "Code: 27".into())
             .unwrap();
-        let owned = |pairs: &[(Str, Str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string()))
-                .collect()
-        };
         assert_eq!(
             rejected,
             RejectedRow {
@@ -527,10 +522,10 @@ pub(crate) mod tests {
                 span_name: row.span_name.to_string(),
                 span_kind: row.span_kind.to_string(),
                 service_name: row.service_name.to_string(),
-                resource_attributes: owned(&row.resource_attributes),
+                resource_attributes: row.resource_attributes.clone(),
                 scope_name: row.scope_name.to_string(),
                 scope_version: row.scope_version.to_string(),
-                span_attributes: owned(&row.span_attributes),
+                span_attributes: row.span_attributes.clone(),
                 duration: row.duration,
                 status_code: row.status_code.to_string(),
                 status_message: row.status_message.to_string(),

@@ -23,12 +23,9 @@ use crate::span::{Str, span_kind_name, status_code_name};
 use crate::validate::{Credential, Status, StepCheck};
 use crate::workflow::Step;
 
-/// A `Map(String, String)` column of span rows, whose texts share the
-/// span's buffers.
+/// A `Map(String, String)` column of span and quarantine rows, whose texts
+/// share the span's buffers.
 type TextMap = Vec<(Str, Str)>;
-
-/// A `Map(String, String)` column of quarantine rows.
-type TextPairs = Vec<(String, String)>;
 
 /// A row of `agent_spans`.
 #[derive(Clone, Debug, PartialEq, Row, Serialize, Deserialize)]
@@ -152,10 +149,10 @@ pub struct RejectedRow {
     pub span_name: String,
     pub span_kind: String,
     pub service_name: String,
-    pub resource_attributes: TextPairs,
+    pub resource_attributes: TextMap,
     pub scope_name: String,
     pub scope_version: String,
-    pub span_attributes: TextPairs,
+    pub span_attributes: TextMap,
     pub duration: u64,
     pub status_code: String,
     pub status_message: String,

@@ -718,12 +718,12 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn lossy_pairs(pairs: &[otlp::KeyValue]) -> Vec<(String, String)> {
+fn lossy_pairs(pairs: &[otlp::KeyValue]) -> Vec<(Str, Str)> {
     pairs
         .iter()
         .map(|pair| {
             let value = convert_lossy_value(pair.value.as_ref());
-            (lossy(&pair.key), value)
+            (Str::from(lossy(&pair.key)), Str::from(value))
         })
         .collect()
 }
@@ -753,7 +753,7 @@ fn rejected_from_raw(
     let service_name = resource_attributes
         .iter()
         .find(|(key, _)| key == "service.name")
-        .map(|(_, value)| value.clone())
+        .map(|(_, value)| value.to_string())
         .unwrap_or_default();
     let status = span.status.clone().unwrap_or_default();
     RejectedSpan {
@@ -778,7 +778,7 @@ fn rejected_from_raw(
         detail,
         sender: context.sender.to_string(),
         received_at_unix_nano: context.received_at_unix_nano,
-        raw_span: raw.to_vec(),
+        raw_span: raw,
         location: None,
     }
 }
@@ -1732,7 +1732,7 @@ mod tests {
             for rejected in &converted.rejected {
                 proptest::prop_assert!(rejected.reason.is_some());
                 proptest::prop_assert_eq!(
-                    span_from_raw(Bytes::from(rejected.raw_span.clone()), &context()),
+                    span_from_raw(rejected.raw_span.clone(), &context()),
                     None
                 );
             }
@@ -1751,7 +1751,7 @@ mod tests {
         let rejected = convert_request(request, &context()).rejected.remove(0);
 
         let from_garbage = span_from_raw(Bytes::from_static(&[0xff, 0xff, 0xff]), &context());
-        let from_rejected = span_from_raw(Bytes::from(rejected.raw_span.clone()), &context());
+        let from_rejected = span_from_raw(rejected.raw_span.clone(), &context());
 
         assert_eq!(from_garbage, None, "bytes that are not protobuf");
         assert_eq!(from_rejected, None, "a span that fails the checks again");

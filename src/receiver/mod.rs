@@ -371,7 +371,7 @@ impl Receiver {
                     .reason
                     .unwrap_or(crate::quarantine::Reason::InvalidSpanId),
                 detail: span.detail.clone(),
-                raw: span.raw_span.clone(),
+                raw: span.raw_span.to_vec(),
             })
             .collect();
         let appended = spool
