@@ -27,7 +27,8 @@ use crate::spool::{RecordPosition, Spool};
 /// Largest HTTP/2 frame the gRPC listener accepts. OTLP exporters send
 /// batches of hundreds of kilobytes, which at the protocol's default of
 /// 16 KiB arrive in dozens of frames. Larger frames took about 0.35 µs
-/// less CPU per span on arrival in `scripts/bench` (BENCHMARKS.md).
+/// less CPU per span on arrival in `scripts/bench` on a 2-core machine
+/// (BENCHMARKS.md has the runs).
 const GRPC_MAX_FRAME_SIZE: u32 = 256 * 1024;
 
 /// A running receiver, for tests and for [`run`].

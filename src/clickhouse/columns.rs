@@ -188,7 +188,7 @@ impl ColumnWriter for Skip {
     fn nullable_int(&mut self, _: Option<i64>) {}
 }
 
-/// Writes each column to two writers.
+/// A writer that passes each column on to two writers.
 struct Both<'w, C, R>(&'w mut C, &'w mut R);
 
 impl<C: ColumnWriter, R: ColumnWriter> ColumnWriter for Both<'_, C, R> {

@@ -178,10 +178,10 @@ pub fn encode_chained_span_rows(
         hex::encode_to_slice(digest, &mut hex).expect("64 digits hold 32 bytes");
         let prev_text = match index {
             0 => prev_hash,
-            _ => ascii(&prev_hex),
+            _ => hex_text(&prev_hex),
         };
         w.text(prev_text);
-        w.text(ascii(&hex));
+        w.text(hex_text(&hex));
         prev = PrevHash::Digest(digest);
         prev_hex = hex;
     });
@@ -190,13 +190,13 @@ pub fn encode_chained_span_rows(
     }
     let head = match rows.len() {
         0 => prev_hash.to_owned(),
-        _ => ascii(&hex).to_owned(),
+        _ => hex_text(&hex).to_owned(),
     };
     (encoded, head)
 }
 
-/// The hex digits in `digits` as text.
-fn ascii(digits: &[u8; 64]) -> &str {
+/// Reads 64 hex digits as text.
+fn hex_text(digits: &[u8; 64]) -> &str {
     std::str::from_utf8(digits).expect("hex digits are ASCII")
 }
 
@@ -234,7 +234,8 @@ impl ColumnWriter for RowWriter<'_> {
         self.0.extend_from_slice(&value.to_le_bytes());
     }
 
-    /// Writes a `Nullable(Int64)`: 1 for null, else 0 and the value.
+    /// Writes a `Nullable(Int64)`, which is 1 for null, else 0 followed by
+    /// the value.
     fn nullable_int(&mut self, value: Option<i64>) {
         match value {
             Some(value) => {
@@ -442,9 +443,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// Both encodings of [`full_row`] are pinned by their SHA-256: stored
-    /// rows must keep hashing the same, and ClickHouse must keep reading
-    /// the RowBinary columns in the same order.
+    /// Pins both encodings of [`full_row`] by their SHA-256. Stored rows
+    /// must keep hashing the same, and ClickHouse must keep reading the
+    /// RowBinary columns in the same order.
     #[test]
     fn span_row_encodings_are_stable() {
         use sha2::{Digest, Sha256};

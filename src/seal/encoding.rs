@@ -53,8 +53,8 @@ impl Encoder {
         Encoder::with_buffer(Vec::with_capacity(1024), tag)
     }
 
-    /// An encoder like [`Encoder::new`] that writes into `buffer`, which
-    /// is cleared first. Reusing one buffer for many rows saves an
+    /// Creates an encoder like [`Encoder::new`] that writes into `buffer`,
+    /// which is cleared first. Reusing one buffer for many rows saves an
     /// allocation per row.
     pub fn with_buffer(mut buffer: Vec<u8>, tag: &str) -> Self {
         buffer.clear();
@@ -63,7 +63,7 @@ impl Encoder {
         encoder
     }
 
-    /// The bytes encoded so far.
+    /// Returns the bytes encoded so far.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -392,7 +392,8 @@ impl<'a> PrevHash<'a> {
     }
 }
 
-/// The bytes of [`row_hash`], from a previous hash already read.
+/// Computes the digest that [`row_hash`] gives in hex, from a previous
+/// hash already read.
 pub fn row_digest(prev: &PrevHash<'_>, encoding: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     match prev {
