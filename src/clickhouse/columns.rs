@@ -15,9 +15,10 @@
 //! different lengths, and the verifier must encode them as stored.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use super::rows::SpanRow;
-use crate::span::{Attributes, Event, Link, Str, Value};
+use crate::span::{Attributes, Event, Link, SpanId, Str, Value};
 
 /// A `Map(String, String)` column.
 #[derive(Clone, Copy, Debug)]
@@ -98,11 +99,52 @@ pub enum Events<'a> {
     },
 }
 
+/// A span id as lower-case hex: borrowed from a stored row, or written from
+/// the id's bytes without an allocation.
+#[derive(Clone, Debug)]
+pub enum IdText<'a> {
+    /// The text of a stored row, or another text that outlives the view.
+    Stored(&'a str),
+    /// The hex digits of an id.
+    Hex([u8; 16]),
+}
+
+impl IdText<'_> {
+    /// Writes `id` as hex, or the empty text for no id.
+    pub fn of(id: Option<SpanId>) -> Self {
+        match id {
+            Some(id) => {
+                let mut digits = [0u8; 16];
+                hex::encode_to_slice(id.0, &mut digits).expect("16 digits hold 8 bytes");
+                IdText::Hex(digits)
+            }
+            None => IdText::Stored(""),
+        }
+    }
+}
+
+impl std::ops::Deref for IdText<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            IdText::Stored(text) => text,
+            IdText::Hex(digits) => std::str::from_utf8(digits).expect("hex digits are ASCII"),
+        }
+    }
+}
+
+impl fmt::Display for IdText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// One link of a span's row: the span's own or one the linker added.
 #[derive(Clone, Debug)]
 pub struct LinkColumns<'a> {
     pub trace_id: &'a str,
-    pub span_id: Cow<'a, str>,
+    pub span_id: IdText<'a>,
     pub trace_state: &'a str,
     pub attributes: Pairs<'a>,
 }
@@ -112,7 +154,7 @@ impl<'a> LinkColumns<'a> {
     pub fn of(link: &'a Link) -> Self {
         LinkColumns {
             trace_id: &link.trace_id,
-            span_id: Cow::Borrowed(&link.span_id),
+            span_id: IdText::Stored(&link.span_id),
             trace_state: &link.trace_state,
             attributes: Pairs::Values(&link.attributes),
         }
@@ -390,8 +432,8 @@ impl Links<'_> {
 pub struct SpanColumns<'a> {
     pub timestamp: i64,
     pub trace_id: &'a str,
-    pub span_id: Cow<'a, str>,
-    pub parent_span_id: Cow<'a, str>,
+    pub span_id: IdText<'a>,
+    pub parent_span_id: IdText<'a>,
     pub trace_state: &'a str,
     pub span_name: &'a str,
     pub span_kind: &'a str,
@@ -444,8 +486,8 @@ impl SpanRow {
         SpanColumns {
             timestamp: self.timestamp,
             trace_id: &self.trace_id,
-            span_id: Cow::Borrowed(&self.span_id),
-            parent_span_id: Cow::Borrowed(&self.parent_span_id),
+            span_id: IdText::Stored(&self.span_id),
+            parent_span_id: IdText::Stored(&self.parent_span_id),
             trace_state: &self.trace_state,
             span_name: &self.span_name,
             span_kind: &self.span_kind,

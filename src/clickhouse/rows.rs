@@ -12,7 +12,7 @@ use base64::Engine;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use super::columns::{Events, LinkColumns, Links, Pairs, SpanColumns};
+use super::columns::{Events, IdText, LinkColumns, Links, Pairs, SpanColumns};
 use super::encode::EncodedSpan;
 use crate::assembler::{Sealed, Storage};
 use crate::link::StepLinks;
@@ -418,7 +418,7 @@ fn span_columns<'a>(
     all_links.extend(span.links.iter().map(LinkColumns::of));
     all_links.extend(links.causes.iter().map(|cause| LinkColumns {
         trace_id: &segment.trace_id,
-        span_id: Cow::Owned(cause.span_id.to_hex()),
+        span_id: IdText::of(Some(cause.span_id)),
         trace_state: "",
         attributes: Pairs::CausedBy(cause.basis.name()),
     }));
@@ -437,12 +437,8 @@ fn span_columns<'a>(
     SpanColumns {
         timestamp: span.start_unix_nano as i64,
         trace_id: &segment.trace_id,
-        span_id: Cow::Owned(span.span_id.to_hex()),
-        parent_span_id: Cow::Owned(
-            span.parent_span_id
-                .map(|id| id.to_hex())
-                .unwrap_or_default(),
-        ),
+        span_id: IdText::of(Some(span.span_id)),
+        parent_span_id: IdText::of(span.parent_span_id),
         trace_state: &span.trace_state,
         span_name: &span.name,
         span_kind: span_kind_name(span.kind),
