@@ -110,7 +110,7 @@ pub enum IdText<'a> {
 }
 
 impl IdText<'_> {
-    /// Writes `id` as hex, or the empty text for no id.
+    /// Builds the hex text of `id`, or the empty text when there is no id.
     pub fn of(id: Option<SpanId>) -> Self {
         match id {
             Some(id) => {

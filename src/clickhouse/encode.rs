@@ -19,7 +19,7 @@ use bytes::Bytes;
 use super::columns::{ColumnWriter, Skip, SpanColumns, write_span_row};
 use super::rows::{RejectedRow, SpanRow};
 use crate::quarantine::Reason;
-use crate::seal::encoding::{Encoder, PrevHash, SPAN_ROW_TAG, row_digest};
+use crate::seal::encoding::{Encoder, RowChain, SPAN_ROW_TAG};
 use crate::span::Str;
 
 /// The columns of an encoded span row, in the order [`encode_span_row`]
@@ -104,8 +104,9 @@ pub fn encode_span_rows(rows: &[SpanColumns<'_>]) -> Vec<EncodedSpan> {
     encode_rows_with(rows.len(), |index, out| encode_span_row(&rows[index], out))
 }
 
-/// Writes `count` rows with `write`, each row `index` into the buffer
-/// given, as [`encode_span_rows`] describes.
+/// Encodes `count` rows into one allocation as [`encode_span_rows`]
+/// describes, calling `write` with each row's index and the buffer to
+/// append that row to.
 fn encode_rows_with(count: usize, mut write: impl FnMut(usize, &mut Vec<u8>)) -> Vec<EncodedSpan> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -165,39 +166,20 @@ pub fn encode_chained_span_rows(
         static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let mut canonical = CANONICAL.take();
-    let mut prev = PrevHash::of(prev_hash);
-    let mut prev_hex = [0u8; 64];
-    let mut hex = [0u8; 64];
+    let mut chain = RowChain::after(prev_hash);
     let encoded = encode_rows_with(rows.len(), |index, out| {
-        let row = &rows[index];
         let mut encoder = Encoder::with_buffer(std::mem::take(&mut canonical), SPAN_ROW_TAG);
         let mut w = RowWriter(out);
-        write_span_row(row, &mut encoder, &mut w);
-        let digest = row_digest(&prev, encoder.bytes());
+        write_span_row(&rows[index], &mut encoder, &mut w);
+        w.text(chain.prev_text());
+        chain.push(encoder.bytes());
+        w.text(chain.prev_text());
         canonical = encoder.finish();
-        hex::encode_to_slice(digest, &mut hex).expect("64 digits hold 32 bytes");
-        let prev_text = match index {
-            0 => prev_hash,
-            _ => hex_text(&prev_hex),
-        };
-        w.text(prev_text);
-        w.text(hex_text(&hex));
-        prev = PrevHash::Digest(digest);
-        prev_hex = hex;
     });
     if canonical.capacity() <= MAX_SCRATCH {
         CANONICAL.set(canonical);
     }
-    let head = match rows.len() {
-        0 => prev_hash.to_owned(),
-        _ => hex_text(&hex).to_owned(),
-    };
-    (encoded, head)
-}
-
-/// Reads 64 hex digits as text.
-fn hex_text(digits: &[u8; 64]) -> &str {
-    std::str::from_utf8(digits).expect("hex digits are ASCII")
+    (encoded, chain.prev_text().to_owned())
 }
 
 struct RowWriter<'a>(&'a mut Vec<u8>);

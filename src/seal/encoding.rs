@@ -370,11 +370,11 @@ pub fn encode_credential_row(row: &CredentialRow) -> Vec<u8> {
 /// is not 64 hex digits is hashed as its UTF-8 bytes, so a damaged value
 /// still yields a (non-matching) hash instead of an error.
 pub fn row_hash(prev_hash: &str, encoding: &[u8]) -> String {
-    lower_hex(&row_digest(&PrevHash::of(prev_hash), encoding))
+    lower_hex(&chained_digest(&PrevHash::of(prev_hash), encoding))
 }
 
 /// A previous hash as it enters [`row_hash`].
-pub enum PrevHash<'a> {
+enum PrevHash<'a> {
     /// The 32 bytes of a hash.
     Digest([u8; 32]),
     /// Text that is not 64 hex digits, hashed as it is.
@@ -383,7 +383,7 @@ pub enum PrevHash<'a> {
 
 impl<'a> PrevHash<'a> {
     /// Reads `text`, a hash in hex.
-    pub fn of(text: &'a str) -> Self {
+    fn of(text: &'a str) -> Self {
         let mut digest = [0u8; 32];
         match hex::decode_to_slice(text, &mut digest) {
             Ok(()) => PrevHash::Digest(digest),
@@ -394,7 +394,7 @@ impl<'a> PrevHash<'a> {
 
 /// Computes the digest that [`row_hash`] gives in hex, from a previous
 /// hash already read.
-pub fn row_digest(prev: &PrevHash<'_>, encoding: &[u8]) -> [u8; 32] {
+fn chained_digest(prev: &PrevHash<'_>, encoding: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     match prev {
         PrevHash::Digest(digest) => hasher.update(digest),
@@ -402,6 +402,47 @@ pub fn row_digest(prev: &PrevHash<'_>, encoding: &[u8]) -> [u8; 32] {
     }
     hasher.update(encoding);
     hasher.finalize().into()
+}
+
+/// A hash chain over the rows of a segment, as [`row_hash`] links them.
+/// Each row's hash is carried to the next as bytes, so only the first
+/// previous hash is read from hex.
+pub struct RowChain<'a> {
+    prev: PrevHash<'a>,
+    /// The previous hash as the first row stores it.
+    first_text: &'a str,
+    /// The hex of the last row's hash, once a row was added.
+    last_hex: Option<[u8; 64]>,
+}
+
+impl<'a> RowChain<'a> {
+    /// Starts a chain whose first row follows `prev_hash`, a hash in hex.
+    pub fn after(prev_hash: &'a str) -> Self {
+        RowChain {
+            prev: PrevHash::of(prev_hash),
+            first_text: prev_hash,
+            last_hex: None,
+        }
+    }
+
+    /// Returns the `PrevHash` text of the next row: the hash of the last
+    /// row added, else the hash the chain started after.
+    pub fn prev_text(&self) -> &str {
+        match &self.last_hex {
+            Some(digits) => std::str::from_utf8(digits).expect("hex digits are ASCII"),
+            None => self.first_text,
+        }
+    }
+
+    /// Adds the row whose canonical encoding is `encoding`. Its `RowHash`
+    /// is then [`RowChain::prev_text`].
+    pub fn push(&mut self, encoding: &[u8]) {
+        let digest = chained_digest(&self.prev, encoding);
+        let mut digits = [0u8; 64];
+        hex::encode_to_slice(digest, &mut digits).expect("64 digits hold 32 bytes");
+        self.prev = PrevHash::Digest(digest);
+        self.last_hex = Some(digits);
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ use std::borrow::Cow;
 use crate::assembler::{Sealed, Storage};
 use crate::clickhouse::columns::SpanColumns;
 use crate::clickhouse::rows;
-use crate::span::lower_hex;
 
 /// The state of a workflow's hash chain after a segment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,20 +94,15 @@ pub fn chain_rows(rows: &mut [rows::SpanRow], prev_hash: &str) -> String {
 
 /// Sets `PrevHash` and `RowHash` of the rows' columns like [`chain_rows`].
 fn chain(rows: &mut [SpanColumns<'_>], prev_hash: &str) -> String {
-    // Each row's hash is carried to the next as bytes, so only the first
-    // previous hash is read from hex.
-    let mut prev = encoding::PrevHash::of(prev_hash);
-    let mut prev_hex = prev_hash.to_owned();
+    let mut chain = encoding::RowChain::after(prev_hash);
     let mut buffer = Vec::with_capacity(4096);
     for row in rows {
         buffer = encoding::encode_span_row_into(row, buffer);
-        let digest = encoding::row_digest(&prev, &buffer);
-        let hash = lower_hex(&digest);
-        row.prev_hash = Cow::Owned(std::mem::replace(&mut prev_hex, hash.clone()));
-        row.row_hash = Cow::Owned(hash);
-        prev = encoding::PrevHash::Digest(digest);
+        row.prev_hash = Cow::Owned(chain.prev_text().to_owned());
+        chain.push(&buffer);
+        row.row_hash = Cow::Owned(chain.prev_text().to_owned());
     }
-    prev_hex
+    chain.prev_text().to_owned()
 }
 
 #[cfg(test)]
