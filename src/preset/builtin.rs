@@ -135,6 +135,10 @@ pub fn openllmetry() -> Preset {
         provider: names(&["llm.vendor"]),
         input_messages: names(&["traceloop.entity.input"]),
         output_messages: names(&["traceloop.entity.output"]),
+        // The LangChain instrumentation records no call id on tool spans.
+        // It records the tool's `ToolMessage`, which contains the id, in both
+        // of these (OpenLLMetry 0.62).
+        tool_output: names(&["gen_ai.tool.call.result", "traceloop.entity.output"]),
         kinds: vec![
             attribute_rule(StepKind::Agent, "traceloop.span.kind", &["agent"]),
             attribute_rule(StepKind::Tool, "traceloop.span.kind", &["tool"]),

@@ -842,6 +842,43 @@ mod tests {
     }
 
     #[test]
+    fn tool_call_id_from_openllmetry_result() {
+        let result = r#"{"output": {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "ToolMessage"], "kwargs": {"content": "shipped", "type": "tool", "name": "lookup_order", "tool_call_id": "call_order_1042", "status": "success"}}}"#;
+        let tool = span(1, "execute_tool lookup_order")
+            .attr("gen_ai.operation.name", "execute_tool")
+            .attr("traceloop.span.kind", "tool")
+            .attr("gen_ai.tool.name", "lookup_order")
+            .attr("gen_ai.tool.call.result", result)
+            .build();
+        let with_id = span(2, "execute_tool lookup_order")
+            .attr("gen_ai.operation.name", "execute_tool")
+            .attr("gen_ai.tool.call.id", "call_explicit")
+            .attr("gen_ai.tool.call.result", result)
+            .build();
+        let not_a_tool = span(3, "chat")
+            .attr("gen_ai.operation.name", "chat")
+            .attr("gen_ai.tool.call.result", result)
+            .build();
+
+        let resolver = Resolver::default();
+
+        assert_eq!(
+            resolver.resolve(&tool).tool_call_id.as_deref(),
+            Some("call_order_1042")
+        );
+        assert_eq!(
+            resolver.resolve(&with_id).tool_call_id.as_deref(),
+            Some("call_explicit"),
+            "an explicit call id wins over the recorded result"
+        );
+        assert_eq!(
+            resolver.resolve(&not_a_tool).tool_call_id,
+            None,
+            "only tool steps take their call id from a result"
+        );
+    }
+
+    #[test]
     fn resolve_first_preset_wins() {
         let with_both = span(1, "run")
             .attr("gen_ai.agent.name", "genai-agent")
