@@ -17,34 +17,21 @@ its `model_name` when it is created.
 """
 
 import pytest
-from conftest import ANSWER, TOOL_NAME, application_root, assert_valid_run, flush, lookup_order_result
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.tools import tool
-from langgraph.prebuilt import create_react_agent
+from conftest import ANSWER, TOOL_NAME, application_root, assert_valid_run, flush
+from langgraph_agent import AGENT_NAME, CALL_ID, ScriptedChatModel, run_agent, scripted_messages
 from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 
 MODEL_NAME = "scripted-openllmetry-model-1"
-CALL_ID = "call_order_1042"
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """Replays scripted messages; binding tools changes nothing."""
+class SerializableChatModel(ScriptedChatModel):
+    """Serializes its `model_name`, where OpenLLMetry reads the model."""
 
     model_name: str = ""
 
     @classmethod
     def is_lc_serializable(cls):
         return True
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-
-@tool
-def lookup_order(order_id: int) -> str:
-    """Look up the shipping status of an order."""
-    return lookup_order_result(order_id)
 
 
 @pytest.fixture
@@ -56,28 +43,21 @@ def instrumented(grpc_provider):
 
 
 def test_langgraph_openllmetry_workflow_valid_and_linked(ledger, grpc_provider, instrumented):
-    model = ScriptedChatModel(model_name=MODEL_NAME, messages=iter([
-        AIMessage(content="", tool_calls=[
-            {"name": TOOL_NAME, "args": {"order_id": 1042}, "id": CALL_ID, "type": "tool_call"},
-        ]),
-        AIMessage(content=ANSWER),
-    ]))
-    agent = create_react_agent(model, [lookup_order], name="order-bot")
+    model = SerializableChatModel(model_name=MODEL_NAME, messages=scripted_messages())
     with application_root(grpc_provider, "langgraph-openllmetry") as trace_id:
-        output = agent.invoke({"messages": [("user", "Where is order 1042?")]},
-                              config={"configurable": {"thread_id": "ticket-1042"}})
-    assert output["messages"][-1].content == ANSWER
+        answer = run_agent(model)
+    assert answer == ANSWER
     flush(grpc_provider)
 
     verdict, steps = assert_valid_run(
-        ledger, trace_id, agent="order-bot", model_version=MODEL_NAME,
+        ledger, trace_id, agent=AGENT_NAME, model_version=MODEL_NAME,
         tool_basis="tool_call_id", inference_basis="tool_call_id",
     )
     tool_step = next(step for step in steps if step["StepKind"] == "tool")
     assert tool_step["ToolCallId"] == CALL_ID
     assert tool_step["SpanName"] == f"execute_tool {TOOL_NAME}"
     agent_spans = [step["SpanName"] for step in steps if step["StepKind"] == "agent"]
-    assert "invoke_agent order-bot" in agent_spans, agent_spans
+    assert f"invoke_agent {AGENT_NAME}" in agent_spans, agent_spans
     tasks = [step for step in steps if step["SpanName"].startswith("execute_task ")]
     assert tasks, "OpenLLMetry records each graph node as an execute_task span"
     assert {step["StepKind"] for step in tasks} == {"other"}
